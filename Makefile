@@ -1,0 +1,35 @@
+# `make run` and `make test` install what they need first (into .venv, or into the active
+# virtualenv/conda environment if there is one).
+ifneq ($(VIRTUAL_ENV)$(CONDA_PREFIX),)
+PY := python
+STAMP := .larpo-installed
+else
+VENV := .venv
+PY := $(VENV)/bin/python
+STAMP := $(VENV)/.larpo-installed
+endif
+
+.PHONY: install run test smoke lint clean
+
+install: $(STAMP)
+
+$(STAMP): pyproject.toml
+	@if [ -n "$(VENV)" ] && [ ! -x "$(PY)" ]; then python3 -m venv $(VENV); fi
+	$(PY) -m pip install --upgrade pip
+	$(PY) -m pip install -e ".[dev]"
+	@touch $@
+
+run: install  ## the embedded default: 3 rounds of LarPO (listwise) on CPU, offline
+	$(PY) run.py $(ARGS)
+
+test: install  ## unit, config and end-to-end tests (CPU; GPU tests skip without CUDA)
+	$(PY) -m pytest -q $(ARGS)
+
+smoke: install  ## the shrunk end-to-end run of the tests, by hand
+	$(PY) run.py experiment=smoke $(ARGS)
+
+lint: install
+	$(PY) -m ruff check larpo tests run.py
+
+clean:
+	rm -rf runs multirun outputs wandb .pytest_cache .ruff_cache

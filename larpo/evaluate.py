@@ -1,0 +1,94 @@
+"""Stage ``evaluate``: held-out metrics of a round's policy.
+
+- greedy accuracy (reward == 1) with its standard error, per family, and the mean reward;
+- Pass@N for N = 1, 2, 4, ... (the policy as a retriever: does any of N samples pass), with
+  the unbiased estimator 1 − C(n−c, N)/C(n, N) from n = ``pass_at_max`` samples per prompt;
+- win rate against the round-0 policy with the reward as judge (ties count ½).
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+from collections import defaultdict
+from collections.abc import Sequence
+
+from larpo.generate import derive_seed, sample
+
+logger = logging.getLogger(__name__)
+
+CORRECT = 1.0  # a verifier reward of exactly 1 means "correct"
+
+
+def pass_at_k(n: int, c: int, k: int) -> float:
+    """Unbiased Pass@k from n samples of which c pass (Chen et al., 2021)."""
+    if n - c < k:
+        return 1.0
+    return 1.0 - math.comb(n - c, k) / math.comb(n, k)
+
+
+def mean_se(values: Sequence[float]) -> tuple[float, float]:
+    """Mean and its standard error (sample standard deviation / sqrt(n))."""
+    n = len(values)
+    if n == 0:
+        return float("nan"), float("nan")
+    mean = sum(values) / n
+    if n == 1:
+        return mean, 0.0
+    var = sum((v - mean) ** 2 for v in values) / (n - 1)
+    return mean, math.sqrt(var / n)
+
+
+def win_rate(rewards: dict[str, float], baseline: dict[str, float]) -> tuple[float, float]:
+    """Share of common prompts where ``rewards`` beats ``baseline`` (tie = ½), with its SE."""
+    common = sorted(set(rewards) & set(baseline))
+    if not common:
+        raise ValueError("win rate: no prompt is shared with the round-0 outputs")
+    wins = [1.0 if rewards[p] > baseline[p] else 0.5 if rewards[p] == baseline[p] else 0.0 for p in common]
+    return mean_se(wins)
+
+
+def greedy_outputs(model, tokenizer, reward, examples: Sequence, cfg, max_new_tokens: int) -> list[dict]:
+    """Greedy responses and rewards for the held-out prompts (eval_outputs.jsonl rows)."""
+    from tqdm.auto import tqdm
+
+    rows = []
+    for i in tqdm(range(0, len(examples), cfg.batch_size), desc="eval greedy", leave=False):
+        batch = examples[i : i + cfg.batch_size]
+        prompts = [ex.prompt for ex in batch]
+        responses, finished = sample(model, tokenizer, prompts, n=1, temperature=0.0, max_new_tokens=max_new_tokens)
+        rewards = reward.score(prompts, responses, finished)
+        for ex, rs, fs, ws in zip(batch, responses, finished, rewards):
+            rows.append({"prompt_id": ex.prompt_id, "family": ex.family, "response": rs[0],
+                         "finished": fs[0], "reward": ws[0]})
+    return rows
+
+
+def greedy_metrics(rows: Sequence[dict]) -> dict[str, float]:
+    correct = [1.0 if row["reward"] >= CORRECT else 0.0 for row in rows]
+    acc, se = mean_se(correct)
+    reward_mean, reward_se = mean_se([row["reward"] for row in rows])
+    out = {"accuracy": acc, "accuracy_se": se, "mean_reward": reward_mean, "mean_reward_se": reward_se,
+           "finished": sum(row["finished"] for row in rows) / len(rows), "n_eval": len(rows)}
+    by_family: dict[str, list[float]] = defaultdict(list)
+    for row, c in zip(rows, correct):
+        by_family[row["family"]].append(c)
+    out.update({f"accuracy/{fam}": sum(v) / len(v) for fam, v in sorted(by_family.items())})
+    return out
+
+
+def pass_at_n(model, tokenizer, reward, examples: Sequence, cfg, max_new_tokens: int, seed: int) -> dict[str, float]:
+    """Pass@N for N = 1, 2, 4, ... ≤ cfg.pass_at_max, from cfg.pass_at_max samples per prompt."""
+    from tqdm.auto import tqdm
+
+    n = cfg.pass_at_max
+    counts = []
+    bs = max(1, cfg.batch_size // n)
+    for i in tqdm(range(0, len(examples), bs), desc="eval pass@N", leave=False):
+        prompts = [ex.prompt for ex in examples[i : i + bs]]
+        responses, finished = sample(model, tokenizer, prompts, n=n, temperature=cfg.pass_temperature,
+                                     max_new_tokens=max_new_tokens, seed=derive_seed(seed, "pass", i))
+        for rs in reward.score(prompts, responses, finished):
+            counts.append(sum(r >= CORRECT for r in rs))
+    ks = [2**j for j in range(int(math.log2(n)) + 1)]
+    return {f"pass@{k}": sum(pass_at_k(n, c, k) for c in counts) / len(counts) for k in ks}

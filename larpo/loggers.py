@@ -1,0 +1,178 @@
+"""Metrics sinks chosen by Hydra ``_target_`` (``conf/logger/*.yaml``).
+
+``wandb`` is imported only inside :meth:`WandbLogger.start` so that ``import larpo`` and
+the CPU tests stay light (house rule 6).
+"""
+
+from __future__ import annotations
+
+import logging
+import netrc
+import os
+from collections.abc import Iterator, Mapping, Sequence
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Any
+from urllib.parse import urlparse
+
+logger = logging.getLogger(__name__)
+
+_SECRET_MARKERS = ("key", "token", "secret")
+_DEFAULT_HOST = "api.wandb.ai"
+# Announce the offline fallback once per process, not once per round or sweep job.
+_offline_announced = False
+
+
+class RunLogger:
+    """Base sink and the no-op used by ``logger=none``."""
+
+    def start(
+        self, config: dict, run_dir: str | Path, run_name: str | None = None
+    ) -> None:
+        """Open the run; ``config`` is the resolved config (with git sha)."""
+
+    def log(self, metrics: dict[str, float], step: int | None = None) -> None:
+        """Record scalars such as ``{"train/loss": 0.6, "round": 1}``."""
+
+    def log_summary(self, summary: dict) -> None:
+        """Record the final per-round metrics."""
+
+    def finish(self) -> None:
+        """Close the run; safe to call twice and after a failed start."""
+
+
+class NullLogger(RunLogger):
+    """Discards everything (``logger=none``)."""
+
+
+def strip_secrets(obj: Any) -> Any:
+    """Return a copy of ``obj`` without mapping keys that look like credentials.
+
+    Keys whose name contains "key", "token" or "secret" (any case) are dropped at every
+    depth, so an API key that slipped into a config never reaches the W&B servers.
+    """
+    if isinstance(obj, Mapping):
+        return {
+            k: strip_secrets(v)
+            for k, v in obj.items()
+            if not any(m in str(k).lower() for m in _SECRET_MARKERS)
+        }
+    # Sequence, not list: an OmegaConf ListConfig must be unwrapped too.
+    if isinstance(obj, Sequence) and not isinstance(obj, (str, bytes)):
+        return [strip_secrets(v) for v in obj]
+    return obj
+
+
+def _netrc_has_host(netrc_path: str | Path, hosts: set[str]) -> bool:
+    """True if the netrc file has an entry for one of ``hosts``; False if unreadable."""
+    try:
+        entries = netrc.netrc(str(netrc_path))
+    except (OSError, netrc.NetrcParseError):
+        # A missing or malformed file just means "no key configured" here.
+        return False
+    return any(entries.authenticators(h) is not None for h in hosts)
+
+
+def resolve_mode(
+    mode: str | None, environ: Mapping[str, str], netrc_path: str | Path | None = None
+) -> str | None:
+    """Pick the W&B mode: explicit ``mode`` > ``WANDB_MODE`` > "offline" when no key.
+
+    Returns None when wandb should decide itself (a key is configured: online).
+    Only whether a key exists is used; the key is never returned, stored or logged.
+    """
+    if mode:
+        return mode
+    if environ.get("WANDB_MODE"):
+        # wandb reads WANDB_MODE itself; return it so callers and logs see the same value.
+        return environ["WANDB_MODE"]
+    if environ.get("WANDB_API_KEY"):
+        return None
+    if netrc_path is None:
+        netrc_path = (
+            environ.get("NETRC")
+            or Path(environ.get("HOME", "~")).expanduser() / ".netrc"
+        )
+    hosts = {_DEFAULT_HOST}
+    base_url = environ.get("WANDB_BASE_URL")
+    if base_url and urlparse(base_url).hostname:
+        hosts.add(urlparse(base_url).hostname)
+    if _netrc_has_host(netrc_path, hosts):
+        return None
+    return "offline"
+
+
+class WandbLogger(RunLogger):
+    """Weights & Biases sink; falls back to offline mode when no API key is configured."""
+
+    def __init__(
+        self,
+        project: str = "larpo",
+        entity: str | None = None,
+        mode: str | None = None,
+        group: str | None = None,
+        tags: list[str] | None = None,
+        dir: str | None = None,  # same name as wandb.init's argument
+    ) -> None:
+        self.project = project
+        self.entity = entity
+        self.mode = mode
+        self.group = group
+        self.tags = list(tags) if tags else []
+        self.dir = dir
+        self._run: Any = None
+
+    def start(
+        self, config: dict, run_dir: str | Path, run_name: str | None = None
+    ) -> None:
+        global _offline_announced
+        import wandb  # heavy: imported only when a W&B run is really wanted
+
+        mode = resolve_mode(self.mode, os.environ)
+        fell_back = (
+            mode == "offline" and not self.mode and not os.environ.get("WANDB_MODE")
+        )
+        if fell_back and not _offline_announced:
+            logger.info("No W&B API key configured: logging offline (sync later).")
+            _offline_announced = True
+        wandb_dir = Path(self.dir) if self.dir else Path(run_dir)
+        wandb_dir.mkdir(parents=True, exist_ok=True)  # wandb.init needs an existing dir
+        self._run = wandb.init(
+            project=self.project,
+            entity=self.entity,
+            mode=mode,
+            group=self.group,
+            tags=self.tags,
+            dir=str(wandb_dir),
+            name=run_name,
+            config=strip_secrets(config or {}),
+        )
+
+    def log(self, metrics: dict[str, float], step: int | None = None) -> None:
+        if self._run is not None:
+            self._run.log(dict(metrics), step=step)
+
+    def log_summary(self, summary: dict) -> None:
+        if self._run is not None:
+            self._run.summary.update(dict(summary))
+
+    def finish(self) -> None:
+        # Clear the handle first: a second call (or one after a failed start) is a no-op.
+        run, self._run = self._run, None
+        if run is not None:
+            run.finish()
+
+
+@contextmanager
+def logging_run(
+    run_logger: RunLogger,
+    config: dict,
+    run_dir: str | Path,
+    run_name: str | None = None,
+) -> Iterator[RunLogger]:
+    """Start ``run_logger`` and guarantee ``finish()`` even if the body raises (rule 9)."""
+    try:
+        run_logger.start(config, run_dir, run_name)
+        yield run_logger
+    finally:
+        run_logger.finish()

@@ -1,0 +1,111 @@
+"""Loading policies and tokenizers, and the rendering of prompts (DESIGN §3).
+
+The embedded default and a hub model take the same path: a checkpoint directory written by
+``save_pretrained`` is re-loaded with ``from_pretrained``. Only round 0 of the embedded run
+builds a model from a config instead of loading one.
+"""
+
+from __future__ import annotations
+
+import logging
+from pathlib import Path
+
+import torch
+
+logger = logging.getLogger(__name__)
+
+EMBEDDED_TOKENIZER = Path(__file__).parent / "assets" / "tokenizer"
+
+_DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}
+
+
+def resolve_device(name: str) -> torch.device:
+    if name == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    if name.startswith("cuda") and not torch.cuda.is_available():
+        raise ValueError(f"device={name!r} was asked for but CUDA is not available; use device=cpu")
+    return torch.device(name)
+
+
+def resolve_dtype(name: str) -> torch.dtype:
+    if name not in _DTYPES:
+        raise ValueError(f"model.dtype={name!r} is not one of {sorted(_DTYPES)}")
+    return _DTYPES[name]
+
+
+def load_tokenizer(path: str | Path | None):
+    """Load a tokenizer; None means the embedded character-level tokenizer of the repo."""
+    from transformers import AutoTokenizer
+
+    path = str(path) if path is not None else str(EMBEDDED_TOKENIZER)
+    tok = AutoTokenizer.from_pretrained(path)
+    if tok.pad_token_id is None:
+        # Many hub chat models ship no pad token; padding is masked out everywhere anyway.
+        tok.pad_token = tok.eos_token
+    if tok.eos_token_id is None:
+        raise ValueError(f"tokenizer at {path!r} has no eos_token; LarPO needs one to end responses")
+    if not getattr(tok, "chat_template", None):
+        raise ValueError(f"tokenizer at {path!r} has no chat_template; prompts are rendered with it")
+    return tok
+
+
+def build_model(arch: dict, tokenizer, dtype: torch.dtype = torch.float32):
+    """A fresh Llama-architecture causal LM sized by ``arch`` (the embedded default)."""
+    from transformers import LlamaConfig, LlamaForCausalLM
+
+    config = LlamaConfig(
+        vocab_size=len(tokenizer),
+        pad_token_id=tokenizer.pad_token_id,
+        eos_token_id=tokenizer.eos_token_id,
+        bos_token_id=None,
+        **arch,
+    )
+    model = LlamaForCausalLM(config).to(dtype)
+    n = sum(p.numel() for p in model.parameters())
+    logger.info("built a Llama model from config: %.2f M parameters", n / 1e6)
+    return model
+
+
+def load_model(path: str | Path, dtype: torch.dtype = torch.float32, device: torch.device | None = None):
+    """``from_pretrained`` of a checkpoint directory or hub id, in eval mode, on ``device``."""
+    from transformers import AutoModelForCausalLM
+
+    local = Path(path)
+    if (local.is_absolute() or local.exists()) and not (local / "config.json").exists():
+        raise FileNotFoundError(f"no model checkpoint at {local} (config.json missing)")
+    model = AutoModelForCausalLM.from_pretrained(str(path), dtype=dtype)
+    model.eval()
+    if device is not None:
+        model.to(device)
+    return model
+
+
+def save_checkpoint(model, tokenizer, path: str | Path) -> None:
+    """Save model + tokenizer atomically: write to ``<path>.tmp``, then rename."""
+    import shutil
+
+    path = Path(path)
+    tmp = path.with_name(path.name + ".tmp")
+    shutil.rmtree(tmp, ignore_errors=True)
+    model.save_pretrained(tmp)
+    tokenizer.save_pretrained(tmp)
+    shutil.rmtree(path, ignore_errors=True)
+    tmp.rename(path)
+
+
+def render_prompt(tokenizer, prompt: str) -> str:
+    """The prompt as the model sees it: its own chat template with the generation prompt."""
+    return tokenizer.apply_chat_template(
+        [{"role": "user", "content": prompt}], add_generation_prompt=True, tokenize=False
+    )
+
+
+def prompt_ids(tokenizer, prompts: list[str]) -> list[list[int]]:
+    rendered = [render_prompt(tokenizer, p) for p in prompts]
+    return tokenizer(rendered, add_special_tokens=False)["input_ids"]
+
+
+def response_ids(tokenizer, responses: list[str], finished: list[bool]) -> list[list[int]]:
+    """Response token ids; the EOS id is appended when the response finished (it is scored)."""
+    ids = tokenizer(list(responses), add_special_tokens=False)["input_ids"] if responses else []
+    return [r + [tokenizer.eos_token_id] if f else r for r, f in zip(ids, finished)]

@@ -1,0 +1,163 @@
+"""The round loop: round 0 (start policy + evaluation), then R rounds of
+generate → score → select (+ reference log-probs) → train → evaluate.
+
+Re-running the same command resumes: stages with a ``.done`` marker are skipped.
+``stage=<name> round=<r>`` re-runs one stage and clears the markers downstream of it, so
+the next plain run recomputes what depended on it.
+"""
+
+from __future__ import annotations
+
+import logging
+import platform
+import subprocess
+import time
+from importlib import metadata
+from pathlib import Path
+
+import torch
+from hydra.utils import instantiate
+from omegaconf import DictConfig, OmegaConf
+
+from larpo.artifacts import RunDir, read_json, write_json
+from larpo.config import VOLATILE_KEYS, Stage
+from larpo.model import resolve_device, resolve_dtype
+from larpo.stages import ROUND_STAGES, ROUND_ZERO, STAGE_FUNCS, PipelineError, RunContext, summarize
+
+logger = logging.getLogger(__name__)
+
+_PACKAGES = ("larpo", "torch", "transformers", "tokenizers", "hydra-core", "omegaconf", "accelerate", "wandb")
+
+
+def _git_sha() -> str | None:
+    try:
+        out = subprocess.run(["git", "rev-parse", "HEAD"], capture_output=True, text=True, timeout=5,
+                             cwd=Path(__file__).parent)
+        return out.stdout.strip() or None
+    except (OSError, subprocess.SubprocessError):
+        return None
+
+
+def _versions() -> dict[str, str | None]:
+    out: dict[str, str | None] = {"python": platform.python_version()}
+    for name in _PACKAGES:
+        try:
+            out[name] = metadata.version(name)
+        except metadata.PackageNotFoundError:
+            out[name] = None
+    return out
+
+
+def _flatten(d: dict, prefix: str = "") -> dict:
+    out = {}
+    for k, v in d.items():
+        key = f"{prefix}{k}"
+        out.update(_flatten(v, key + ".") if isinstance(v, dict) else {key: v})
+    return out
+
+
+def run_config(cfg: DictConfig) -> dict:
+    """The resolved config that defines the run (volatile keys such as stage= left out)."""
+    resolved = OmegaConf.to_container(cfg, resolve=True, enum_to_str=True)
+    return {k: v for k, v in resolved.items() if k not in VOLATILE_KEYS}
+
+
+def check_manifest(rd: RunDir, cfg: DictConfig) -> None:
+    """Write manifest.json on the first run; on resume refuse a config that differs."""
+    current = run_config(cfg)
+    if rd.manifest.exists():
+        old = read_json(rd.manifest).get("config", {})
+        a, b = _flatten(old), _flatten(current)
+        # `rounds` may grow: later rounds never change earlier ones.
+        diff = sorted(k for k in set(a) | set(b) if a.get(k) != b.get(k) and k != "rounds")
+        if diff:
+            shown = ", ".join(f"{k}: {a.get(k)!r} -> {b.get(k)!r}" for k in diff[:10])
+            raise PipelineError(
+                f"{rd.root} was made with a different config ({len(diff)} key(s) differ: {shown}); "
+                "use another run_dir= or restore the original settings"
+            )
+        return
+    write_json(rd.manifest, {"config": current, "git_sha": _git_sha(), "versions": _versions(),
+                             "seed": cfg.seed, "created": time.strftime("%Y-%m-%dT%H:%M:%S%z")})
+
+
+def build_context(cfg: DictConfig, metrics) -> RunContext:
+    """Instantiate the components named by ``_target_`` and check they fit together."""
+    task = instantiate(cfg.task)
+    selector = instantiate(cfg.select)
+    loss_fn = instantiate(cfg.loss)
+    selector.validate(cfg.sampling.n_samples)
+    k = selector.list_size(cfg.sampling.n_samples)
+    if k < loss_fn.min_candidates:
+        raise ValueError(f"loss {loss_fn.name!r} needs lists of at least {loss_fn.min_candidates} candidates, "
+                         f"but select/sampling give lists of {k}")
+    return RunContext(cfg=cfg, rd=RunDir(cfg.run_dir), task=task, reward=instantiate(cfg.reward, task=task),
+                      selector=selector, loss_fn=loss_fn, metrics=metrics,
+                      device=resolve_device(cfg.device), dtype=resolve_dtype(cfg.model.dtype))
+
+
+def run_stage(ctx: RunContext, r: int, stage: str, force: bool = False) -> bool:
+    """Run one stage unless its marker exists; returns whether it ran."""
+    if ctx.rd.is_done(r, stage) and not force:
+        logger.debug("round %d %s: done, skipped", r, stage)
+        return False
+    ctx.rd.clear_done(r, stage)
+    t0 = time.perf_counter()
+    logger.info("round %d: %s ...", r, stage)
+    STAGE_FUNCS[stage](ctx, r)
+    ctx.rd.mark_done(r, stage)
+    logger.info("round %d: %s done in %.1f s", r, stage, time.perf_counter() - t0)
+    return True
+
+
+def stages_of(r: int) -> tuple[str, ...]:
+    return ROUND_ZERO if r == 0 else ROUND_STAGES
+
+
+def rerun_one(ctx: RunContext, stage: str, r: int | None) -> None:
+    """``stage=<name> round=<r>``: re-run one stage, then clear the markers that depend on it."""
+    if r is None or not 0 <= r <= ctx.cfg.rounds or stage not in stages_of(r):
+        valid = "round=0 for sft; round=0..rounds for evaluate; round>=1 for the others"
+        raise PipelineError(f"stage={stage} round={r} does not exist ({valid})")
+    run_stage(ctx, r, stage, force=True)
+    downstream = [(r, s) for s in stages_of(r)[stages_of(r).index(stage) + 1 :]]
+    downstream += [(q, s) for q in range(r + 1, ctx.cfg.rounds + 1) for s in stages_of(q)]
+    cleared = [f"round {q} {s}" for q, s in downstream if ctx.rd.is_done(q, s)]
+    for q, s in downstream:
+        ctx.rd.clear_done(q, s)
+    if cleared:
+        logger.warning("cleared done markers downstream of round %d %s: %s; a plain run recomputes them",
+                       r, stage, ", ".join(cleared))
+
+
+def run(cfg: DictConfig) -> dict:
+    """Run (or resume) the whole pipeline, or one stage; returns summary.json's content."""
+    from larpo.loggers import logging_run
+    from larpo.report import write_report
+
+    from transformers.utils import logging as hf_logging
+
+    hf_logging.disable_progress_bar()  # per-shard bars on every checkpoint load drown the stage log
+    if cfg.threads:
+        torch.set_num_threads(cfg.threads)
+    rd = RunDir(cfg.run_dir)
+    if not cfg.resume and rd.manifest.exists():
+        raise PipelineError(f"{rd.root} already holds a run and resume=false; choose another run_dir=")
+    metrics = instantiate(cfg.logger)
+    ctx = build_context(cfg, metrics)  # validates before anything is written
+    check_manifest(rd, cfg)
+    logger.info("run directory: %s", rd.root.resolve())
+    resolved = OmegaConf.to_container(cfg, resolve=True, enum_to_str=True)
+    with logging_run(metrics, resolved, rd.root, run_name=cfg.name):
+        if cfg.stage == "all":
+            for r in range(cfg.rounds + 1):
+                for stage in stages_of(r):
+                    run_stage(ctx, r, stage)
+                summarize(rd, cfg.rounds)
+        else:
+            rerun_one(ctx, Stage(cfg.stage).value, cfg.round)
+        summary = summarize(rd, cfg.rounds)
+        metrics.log_summary({"rounds": summary["rounds"]})
+        if summary["rounds"]:
+            logger.info("per-round results (%s):\n%s", rd.summary, write_report(rd.root))
+    return summary

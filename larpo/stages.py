@@ -1,0 +1,163 @@
+"""The stages of a round as functions of (context, round): read files, do work, write files.
+
+Each stage reads only the run-directory artifacts of DESIGN §3, writes its outputs
+atomically and leaves its ``.done`` marker last; the pipeline decides which to run.
+"""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from larpo.artifacts import JsonlJournal, RunDir, read_json, read_jsonl, write_json, write_jsonl
+from larpo.generate import derive_seed, generate_candidates
+from larpo.model import build_model, load_model, load_tokenizer, save_checkpoint
+
+logger = logging.getLogger(__name__)
+
+
+class PipelineError(RuntimeError):
+    """A run cannot go on as asked; the message says what is missing and what to do."""
+
+
+@dataclass
+class RunContext:
+    cfg: Any  # the composed DictConfig
+    rd: RunDir
+    task: Any
+    reward: Any
+    selector: Any
+    loss_fn: Any
+    metrics: Any  # a larpo.loggers.RunLogger
+    device: torch.device
+    dtype: torch.dtype
+
+    def checkpoint(self, r: int) -> Path:
+        path = self.rd.checkpoint(r)
+        if not (path / "config.json").exists():
+            raise PipelineError(
+                f"the round-{r} checkpoint is missing at {path}; run the earlier stages first "
+                f"(`python run.py` without stage=) or re-create it with `stage={'sft' if r == 0 else 'train'} round={r}`"
+            )
+        return path
+
+    def load_policy(self, r: int):
+        path = self.checkpoint(r)
+        return load_model(path, self.dtype, self.device), load_tokenizer(path)
+
+    def log(self, metrics: dict) -> None:
+        self.metrics.log(metrics)
+
+
+def round_prompts(ctx: RunContext, r: int) -> list:
+    """Round r's slice of the train prompts (wrapping around), as in the authors' code."""
+    train = ctx.task.split("train")
+    n = ctx.cfg.sampling.prompts_per_round
+    start = (r - 1) * n
+    return [train[(start + i) % len(train)] for i in range(min(n, len(train)))]
+
+
+def stage_sft(ctx: RunContext, r: int) -> None:
+    from larpo.sft import sft
+
+    cfg = ctx.cfg
+    tok = load_tokenizer(cfg.model.tokenizer or cfg.model.pretrained)
+    if cfg.model.pretrained:
+        model = load_model(cfg.model.pretrained, ctx.dtype, ctx.device)
+    else:
+        torch.manual_seed(derive_seed(cfg.seed, "init"))
+        model = build_model(dict(cfg.model.arch), tok, ctx.dtype).to(ctx.device)
+    stats = {}
+    if cfg.sft.steps > 0:
+        stats = sft(model, tok, ctx.task.split("sft"), cfg.sft, derive_seed(cfg.seed, "sft"), ctx.log)
+    save_checkpoint(model, tok, ctx.rd.checkpoint(0))
+    write_json(ctx.rd.train_log(0), stats)
+
+
+def stage_generate(ctx: RunContext, r: int) -> None:
+    model, tok = ctx.load_policy(r - 1)
+    journal = JsonlJournal(ctx.rd.generations(r))
+    generate_candidates(model, tok, round_prompts(ctx, r), ctx.cfg.sampling, ctx.cfg.seed, journal, r)
+    journal.commit()
+
+
+def stage_score(ctx: RunContext, r: int) -> None:
+    from larpo.score import score_rows
+
+    gens = read_jsonl(ctx.rd.generations(r), required=("prompt_id", "prompt", "responses", "finished"))
+    write_jsonl(ctx.rd.scores(r), score_rows(ctx.reward, gens))
+
+
+def stage_select(ctx: RunContext, r: int) -> None:
+    from larpo.logprobs import list_logps
+    from larpo.select import build_lists
+
+    gens = read_jsonl(ctx.rd.generations(r), required=("prompt_id", "prompt", "responses", "finished"))
+    scores = read_jsonl(ctx.rd.scores(r), required=("prompt_id", "rewards"))
+    lists = build_lists(ctx.selector, gens, scores)
+    if not lists:
+        raise PipelineError(f"round {r}: no list carries a preference (all rewards tied); nothing to train on")
+    ref_round = r - 1 if ctx.cfg.reference == "behavior" else 0
+    ref_model, tok = ctx.load_policy(ref_round)
+    ref = list_logps(ref_model, tok, lists, ctx.cfg.train.logprob_max_tokens, progress=True)
+    for row, lp in zip(lists, ref):
+        row["ref_logps"] = lp
+    write_jsonl(ctx.rd.lists(r), lists)
+
+
+def stage_train(ctx: RunContext, r: int) -> None:
+    from larpo.train import train_on_lists
+
+    rows = read_jsonl(ctx.rd.lists(r), required=("prompt", "responses", "finished", "rewards", "ref_logps"))
+    model, tok = ctx.load_policy(r - 1)
+    seed = derive_seed(ctx.cfg.seed, r, "train")
+    torch.manual_seed(seed)
+    stats = train_on_lists(model, tok, rows, ctx.loss_fn, ctx.cfg.train, seed,
+                           lambda m: ctx.log({**m, "round": r}))
+    save_checkpoint(model, tok, ctx.rd.checkpoint(r))
+    write_json(ctx.rd.train_log(r), stats)
+
+
+def stage_evaluate(ctx: RunContext, r: int) -> None:
+    from larpo.evaluate import greedy_metrics, greedy_outputs, pass_at_n, win_rate
+
+    cfg = ctx.cfg.eval
+    model, tok = ctx.load_policy(r)
+    examples = ctx.task.split("eval")[: cfg.n_prompts]
+    max_new = ctx.cfg.sampling.max_new_tokens
+    rows = greedy_outputs(model, tok, ctx.reward, examples, cfg, max_new)
+    write_jsonl(ctx.rd.eval_outputs(r), rows)
+    metrics = greedy_metrics(rows)
+    if cfg.pass_at_max > 0 and cfg.pass_prompts > 0:
+        metrics.update(pass_at_n(model, tok, ctx.reward, examples[: cfg.pass_prompts], cfg, max_new,
+                                 derive_seed(ctx.cfg.seed, r, "eval")))
+    if cfg.win_rate:
+        base = {row["prompt_id"]: row["reward"] for row in read_jsonl(ctx.rd.eval_outputs(0))}
+        metrics["win_rate"], metrics["win_rate_se"] = win_rate({x["prompt_id"]: x["reward"] for x in rows}, base)
+    write_json(ctx.rd.eval(r), metrics)
+    ctx.log({**{f"eval/{k}": v for k, v in metrics.items()}, "round": r})
+
+
+def summarize(rd: RunDir, rounds: int) -> dict:
+    """summary.json from every finished round's eval.json and train.json."""
+    out = []
+    for r in range(rounds + 1):
+        if not rd.eval(r).exists():
+            break
+        train = read_json(rd.train_log(r)) if rd.train_log(r).exists() else {}
+        out.append({"round": r, "eval": read_json(rd.eval(r)), "train": train})
+    summary = {"rounds": out}
+    write_json(rd.summary, summary)
+    return summary
+
+
+ROUND_ZERO = ("sft", "evaluate")
+ROUND_STAGES = ("generate", "score", "select", "train", "evaluate")
+STAGE_FUNCS = {
+    "sft": stage_sft, "generate": stage_generate, "score": stage_score,
+    "select": stage_select, "train": stage_train, "evaluate": stage_evaluate,
+}

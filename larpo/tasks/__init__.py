@@ -1,0 +1,16 @@
+"""Verifiable tasks (the embedded reward) and the embedded tokenizer."""
+
+from larpo.tasks.arithmetic import FAMILIES, ArithmeticTask, Family, family_of
+from larpo.tasks.base import Example, Task
+from larpo.tasks.tokenizer import TOKENIZER_DIR, build_tokenizer
+
+__all__ = [
+    "FAMILIES",
+    "TOKENIZER_DIR",
+    "ArithmeticTask",
+    "Example",
+    "Family",
+    "Task",
+    "build_tokenizer",
+    "family_of",
+]

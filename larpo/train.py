@@ -1,0 +1,101 @@
+"""Stage ``train``: optimise the policy on the round's lists with a retrieval loss.
+
+AdamW with linear warm-up and cosine decay; an optimizer step covers ``lists_per_step``
+lists, cut into micro-batches of whole lists under a token budget (gradient accumulation);
+all candidates of a list share one forward pass. Reference log-probs come from
+``lists.jsonl`` (computed once per round by ``select``), so no second model is in memory.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+import random
+import time
+from collections.abc import Callable, Sequence
+
+import torch
+
+from larpo.logprobs import EncodedList, encode_lists, pack_by_tokens, sequence_logps, to_padded
+
+logger = logging.getLogger(__name__)
+
+
+def make_optimizer(model, lr: float, weight_decay: float, warmup_steps: int, total_steps: int):
+    """AdamW + linear warm-up + cosine decay to 0 (the paper's schedule)."""
+    from transformers import get_cosine_schedule_with_warmup
+
+    decay = [p for n, p in model.named_parameters() if p.requires_grad and p.ndim >= 2]
+    no_decay = [p for n, p in model.named_parameters() if p.requires_grad and p.ndim < 2]
+    opt = torch.optim.AdamW(
+        [{"params": decay, "weight_decay": weight_decay}, {"params": no_decay, "weight_decay": 0.0}], lr=lr
+    )
+    sched = get_cosine_schedule_with_warmup(opt, warmup_steps, max(total_steps, 1))
+    return opt, sched
+
+
+def _pad_field(rows: Sequence[dict], key: str, device) -> torch.Tensor:
+    k_max = max(len(r[key]) for r in rows)
+    return torch.tensor([r[key] + [0.0] * (k_max - len(r[key])) for r in rows], dtype=torch.float32, device=device)
+
+
+def _micro_step(model, loss_fn, rows, lists: Sequence[EncodedList], pad_id: int, scale: float) -> dict:
+    """Forward + backward of one micro-batch of whole lists; returns its loss metrics."""
+    device = next(model.parameters()).device
+    flat = sequence_logps(model, lists, pad_id)
+    sizes = [len(lst.responses) for lst in lists]
+    policy, mask = to_padded(flat, sizes)
+    lengths, _ = to_padded(
+        torch.tensor([len(r) for lst in lists for r in lst.responses], dtype=torch.float32, device=device), sizes
+    )
+    ref = _pad_field(rows, "ref_logps", device) if loss_fn.requires_reference else None
+    out = loss_fn(policy_logps=policy, ref_logps=ref, rewards=_pad_field(rows, "rewards", device),
+                  mask=mask, lengths=lengths.clamp(min=1))
+    (out.loss * scale).backward()
+    return {"loss": float(out.loss), **out.metrics}
+
+
+def train_on_lists(
+    model, tokenizer, rows: Sequence[dict], loss_fn, cfg, seed: int, log: Callable[[dict], None]
+) -> dict:
+    """Train ``model`` in place for ``cfg.epochs`` over ``rows`` (lists.jsonl). Returns a summary."""
+    from tqdm.auto import tqdm
+
+    lists = encode_lists(tokenizer, rows)
+    steps_per_epoch = math.ceil(len(rows) / cfg.lists_per_step)
+    total = steps_per_epoch * cfg.epochs
+    opt, sched = make_optimizer(model, cfg.lr, cfg.weight_decay, int(cfg.warmup_ratio * total), total)
+    rng = random.Random(seed)
+    model.train()
+    step, tokens, losses, t0 = 0, 0, [], time.perf_counter()
+    bar = tqdm(total=total, desc="train", leave=False)
+    for epoch in range(cfg.epochs):
+        order = list(range(len(rows)))
+        rng.shuffle(order)
+        for s in range(0, len(order), cfg.lists_per_step):
+            chunk = order[s : s + cfg.lists_per_step]
+            metrics: dict[str, float] = {}
+            for micro in pack_by_tokens([lists[i] for i in chunk], cfg.max_tokens):
+                idx = [chunk[j] for j in micro]
+                m = _micro_step(model, loss_fn, [rows[i] for i in idx], [lists[i] for i in idx],
+                                tokenizer.pad_token_id, scale=len(idx) / len(chunk))
+                for k, v in m.items():  # list-weighted mean over micro-batches
+                    metrics[k] = metrics.get(k, 0.0) + v * len(idx) / len(chunk)
+                tokens += sum(len(lists[i].prompt) * len(lists[i].responses)
+                              + sum(map(len, lists[i].responses)) for i in idx)
+            grad_norm = torch.nn.utils.clip_grad_norm_(model.parameters(), cfg.max_grad_norm)
+            opt.step()
+            sched.step()
+            opt.zero_grad(set_to_none=True)
+            step += 1
+            losses.append(metrics["loss"])
+            log({**{f"train/{k}": v for k, v in metrics.items()}, "train/grad_norm": float(grad_norm),
+                 "train/lr": sched.get_last_lr()[0], "train/epoch": epoch})
+            bar.update()
+            bar.set_postfix(loss=f"{metrics['loss']:.3f}")
+    bar.close()
+    model.eval()
+    wall = time.perf_counter() - t0
+    return {"loss": sum(losses) / max(len(losses), 1), "final_loss": losses[-1] if losses else float("nan"),
+            "steps": step, "lists": len(rows), "wall_s": round(wall, 2),
+            "tokens_per_s": round(tokens * cfg.epochs / max(wall, 1e-9) / cfg.epochs, 1)}
