@@ -48,10 +48,11 @@ def sft(model, tokenizer, examples: Sequence, cfg, seed: int, log: Callable[[dic
         opt.step()
         sched.step()
         opt.zero_grad(set_to_none=True)
-        loss_ema = float(loss) if loss_ema is None else 0.95 * loss_ema + 0.05 * float(loss)
+        loss_value = loss.item()
+        loss_ema = loss_value if loss_ema is None else 0.95 * loss_ema + 0.05 * loss_value
         if step % 25 == 0 or step == cfg.steps - 1:
             bar.set_postfix(nll=f"{loss_ema:.3f}")
-            log({"sft/nll": float(loss), "sft/lr": sched.get_last_lr()[0], "sft/step": step})
+            log({"sft/nll": loss_value, "sft/lr": sched.get_last_lr()[0], "sft/step": step})
     model.eval()
     wall = time.perf_counter() - t0
     logger.info("sft warm-start: %d steps in %.1f s, final token NLL %.3f", cfg.steps, wall, loss_ema or 0.0)

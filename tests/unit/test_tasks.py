@@ -1,0 +1,160 @@
+"""The embedded arithmetic task: gold answers, graded reward, splits, config."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from larpo.tasks import FAMILIES, ArithmeticTask, Example, Task
+
+CONF = Path(__file__).resolve().parents[2] / "conf" / "task" / "arithmetic.yaml"
+
+
+@pytest.fixture(scope="module")
+def task() -> ArithmeticTask:
+    return ArithmeticTask(families=list(FAMILIES), n_sft=2000, n_train=500, n_eval=300)
+
+
+@pytest.mark.parametrize(
+    ("prompt", "answer"),
+    [
+        ("37+45=", "82"),
+        ("99+99=", "198"),
+        ("348+571=", "919"),
+        ("12+45+33=", "90"),
+        ("12-345=", "-333"),
+        ("720-87=", "633"),
+        ("50-50=", "0"),
+        ("sort:5,31,9,2=", "2,5,9,31"),
+        ("sort:7,7,0=", "0,7,7"),
+        ("max:5,31,9,2=", "31"),
+    ],
+)
+def test_answers(task: ArithmeticTask, prompt: str, answer: str) -> None:
+    assert task.answer(prompt) == answer
+
+
+def test_every_family_has_an_answer_test() -> None:
+    assert set(FAMILIES) == {"add2", "add3", "sum3", "sub", "sort", "max"}
+
+
+def test_unknown_prompt_names_it(task: ArithmeticTask) -> None:
+    with pytest.raises(ValueError, match="'what is 2\\+2'"):
+        task.verify("what is 2+2", "4")
+
+
+@pytest.mark.parametrize(
+    ("prompt", "response", "finished", "expected"),
+    [
+        ("37+45=", "82", True, 1.0),
+        ("37+45=", " 82\n", True, 1.0),  # surrounding whitespace is ignored
+        ("37+45=", "82", False, 0.5),  # correct but unterminated
+        ("37+45=", "72", True, 0.25),  # 1 of 2 digits: 0.5 * 1/2
+        ("37+45=", "72", False, 0.125),  # 0.5 * 0.25
+        ("37+45=", "182", True, 0.5 * 2 / 3),  # both digits right, 3 positions
+        ("37+45=", "13", True, 0.0),  # well-formed, no digit right
+        ("12-345=", "333", True, 0.5 * 3 / 4),  # sign wrong: one more wrong position
+        ("12-345=", "-323", True, 0.5 * 2 / 3),
+        ("720-87=", "-633", True, 0.5 * 3 / 4),
+        ("sort:5,31,9,2=", "2,5,9,31", True, 1.0),
+        ("sort:5,31,9,2=", "2,9,5,31", True, 0.5 * 2 / 4),
+        ("sort:5,31,9,2=", "2,5,9", True, 0.5 * 3 / 4),  # missing item
+        ("sort:5,31,9,2=", "2,5,9,31,7", True, 0.5 * 4 / 5),  # extra item
+        ("max:5,31,9,2=", "39", True, 0.25),
+    ],
+)
+def test_graded_reward(task, prompt: str, response: str, finished: bool, expected: float) -> None:
+    assert task.verify(prompt, response, finished) == pytest.approx(expected)
+
+
+@pytest.mark.parametrize(
+    ("prompt", "response"),
+    [
+        ("37+45=", ""),
+        ("37+45=", "   "),
+        ("37+45=", "eighty two"),
+        ("37+45=", "8 2"),
+        ("37+45=", "82,1"),  # a list where a number is expected
+        ("37+45=", "+82"),
+        ("12-345=", "--333"),
+        ("sort:5,31,9,2=", "2,5,,9,31"),
+        ("sort:5,31,9,2=", "[2,5,9,31]"),
+        ("sort:5,31,9,2=", "2, 5, 9, 31"),
+    ],
+)
+def test_unparsable_scores_zero(task: ArithmeticTask, prompt: str, response: str) -> None:
+    assert task.verify(prompt, response) == 0.0
+    assert task.verify(prompt, response, finished=False) == 0.0
+
+
+def test_reward_bounds_on_model_like_outputs(task: ArithmeticTask) -> None:
+    junk = ["", "0", "-", "9999999999", "1,2,3", "-0", "00082", "abc", "82<eos>", "?"]
+    for ex in task.split("eval")[:60]:
+        for response in [ex.answer, ex.answer[::-1], ex.answer + "1", *junk]:
+            for finished in (True, False):
+                reward = task.verify(ex.prompt, response, finished)
+                assert 0.0 <= reward <= 1.0
+                assert reward < 1.0 or (response == ex.answer and finished)
+        assert task.verify(ex.prompt, ex.answer) == 1.0
+
+
+def test_splits_have_configured_sizes_and_unique_ids(task: ArithmeticTask) -> None:
+    for name, n in [("sft", 2000), ("train", 500), ("eval", 300)]:
+        split = task.split(name)
+        assert len(split) == n
+        assert all(isinstance(e, Example) for e in split)
+        assert len({e.prompt_id for e in split}) == n
+        assert split[42].prompt_id == f"{name}-00042"
+        assert {e.family for e in split} == set(FAMILIES)  # uniform mix covers every family
+        assert all(task.answer(e.prompt) == e.answer for e in split)
+
+
+def test_eval_disjoint_and_unique(task: ArithmeticTask) -> None:
+    eval_prompts = [e.prompt for e in task.split("eval")]
+    assert len(set(eval_prompts)) == len(eval_prompts)
+    for name in ("sft", "train"):
+        assert not set(eval_prompts) & {e.prompt for e in task.split(name)}
+
+
+def test_splits_deterministic_by_seed() -> None:
+    def prompts(seed: int, name: str) -> list[str]:
+        return [e.prompt for e in ArithmeticTask(seed=seed, n_sft=200, n_eval=100).split(name)]
+
+    for name in ("sft", "train", "eval"):
+        assert prompts(0, name) == prompts(0, name)
+        assert prompts(0, name) != prompts(1, name)
+    assert prompts(0, "sft") != prompts(0, "train")[:200]
+
+
+def test_formats_fit_the_tokenizer_and_length_budget() -> None:
+    from larpo.tasks.tokenizer import CHARACTERS
+
+    examples = ArithmeticTask(families=list(FAMILIES), n_eval=50).split("sft")
+    assert max(len(e.prompt) for e in examples) <= 24
+    assert max(len(e.answer) for e in examples) <= 12
+    assert set("".join(e.prompt + e.answer for e in examples)) <= set(CHARACTERS)
+
+
+def test_unknown_family_and_split() -> None:
+    with pytest.raises(ValueError, match=r"unknown task family 'foo' in task.families; choose from \["):
+        ArithmeticTask(families=["add2", "foo"])
+    with pytest.raises(ValueError, match="unknown split"):
+        ArithmeticTask().split("test")
+
+
+def test_task_protocol() -> None:
+    assert isinstance(ArithmeticTask(), Task)
+    assert ArithmeticTask.name == "arithmetic"
+
+
+def test_hydra_instantiate_yaml() -> None:
+    from hydra.utils import instantiate
+    from omegaconf import OmegaConf
+
+    cfg = OmegaConf.create({"seed": 7, "task": OmegaConf.load(CONF)})
+    task = instantiate(cfg.task)
+    assert isinstance(task, ArithmeticTask)
+    assert task.seed == 7
+    assert task.sizes == {"sft": 20000, "train": 4096, "eval": 1000}
+    assert len(task.split("eval")) == 1000
