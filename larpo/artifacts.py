@@ -112,7 +112,7 @@ def iter_jsonl(path: str | os.PathLike, required: Iterable[str] = ()) -> Iterato
     """Yield the rows of a JSONL file; a bad line raises ArtifactError naming file and line."""
     path = Path(path)
     if not path.exists():
-        raise ArtifactError(f"missing artifact: {path}")
+        raise ArtifactError(f"missing artifact: {path} (an earlier stage writes it; run without stage= first)")
     required = tuple(required)
     with open(path, encoding="utf-8") as f:
         for lineno, line in enumerate(f, start=1):

@@ -1,0 +1,89 @@
+"""Bad input fails early with a message that names the file, field or option."""
+
+from __future__ import annotations
+
+import shutil
+
+import pytest
+
+from larpo.artifacts import ArtifactError, RunDir
+from larpo.pipeline import run
+from larpo.stages import PipelineError
+
+FAST = ("rounds=1", "sft.steps=0", "eval.pass_at_max=0", "threads=1")
+
+
+@pytest.fixture
+def finished_run(smoke_cfg):
+    cfg = smoke_cfg(*FAST)
+    run(cfg)
+    return cfg
+
+
+def test_more_selected_than_sampled(smoke_cfg):
+    cfg = smoke_cfg("sampling.n_samples=3", "select.n_top=2", "select.n_bottom=2")
+    with pytest.raises(ValueError, match=r"n_top \+ select.n_bottom .* exceeds sampling.n_samples = 3"):
+        run(cfg)
+    assert not RunDir(cfg.run_dir).manifest.exists()  # refused before anything was written
+
+
+def test_list_loss_needs_two_candidates(smoke_cfg):
+    with pytest.raises(ValueError, match="needs lists of at least 2 candidates.*lists of 1"):
+        run(smoke_cfg("select=all", "sampling.n_samples=1"))
+
+
+def test_unknown_task_family(smoke_cfg):
+    with pytest.raises(Exception, match="unknown task family 'nope'"):
+        run(smoke_cfg("task.families=[add2,nope]"))
+
+
+def test_missing_checkpoint_for_a_single_stage(smoke_cfg):
+    with pytest.raises(PipelineError, match="round-0 checkpoint is missing"):
+        run(smoke_cfg("stage=generate", "round=1", *FAST))
+
+
+def test_missing_checkpoint_when_resuming(finished_run):
+    rd = RunDir(finished_run.run_dir)
+    shutil.rmtree(rd.checkpoint(0))
+    rd.clear_done(1, "generate")
+    with pytest.raises(PipelineError, match=r"round-0 checkpoint is missing at .*round_0/checkpoint"):
+        run(finished_run)
+
+
+def test_malformed_jsonl_line_names_file_and_line(finished_run, smoke_cfg):
+    rd = RunDir(finished_run.run_dir)
+    lines = rd.generations(1).read_text().splitlines()
+    lines[2] = lines[2][:-5]  # truncate the third line
+    rd.generations(1).write_text("\n".join(lines) + "\n")
+    with pytest.raises(ArtifactError, match=r"generations.jsonl:3: malformed JSON line"):
+        run(smoke_cfg("stage=score", "round=1", *FAST))
+
+
+def test_missing_field_names_file_line_and_field(finished_run, smoke_cfg):
+    rd = RunDir(finished_run.run_dir)
+    rd.scores(1).write_text('{"prompt_id": "train-00000"}\n')
+    with pytest.raises(ArtifactError, match=r"scores.jsonl:1: missing field\(s\) \['rewards'\]"):
+        run(smoke_cfg("stage=select", "round=1", *FAST))
+
+
+def test_resume_with_a_different_config_is_refused(finished_run, smoke_cfg):
+    with pytest.raises(PipelineError, match=r"different config .*loss.beta: 0.1 -> 0.5"):
+        run(smoke_cfg("loss.beta=0.5", *FAST))
+    # Volatile keys (what to do now) and a larger `rounds` are not differences.
+    run(smoke_cfg("rounds=1", "logger=none", "threads=1", "sft.steps=0", "eval.pass_at_max=0", "resume=true"))
+
+
+def test_rerun_one_stage_clears_downstream_markers(finished_run, smoke_cfg):
+    rd = RunDir(finished_run.run_dir)
+    before = rd.scores(1).read_text()
+    run(smoke_cfg("stage=score", "round=1", *FAST))
+    assert rd.scores(1).read_text() == before  # deterministic re-run
+    assert rd.is_done(1, "score") and rd.is_done(1, "generate")
+    assert not rd.is_done(1, "select") and not rd.is_done(1, "train") and not rd.is_done(1, "evaluate")
+    run(finished_run)  # a plain run brings the rest up to date
+    assert rd.is_done(1, "evaluate")
+
+
+def test_stage_for_a_round_that_does_not_exist(smoke_cfg):
+    with pytest.raises(PipelineError, match="stage=generate round=0 does not exist"):
+        run(smoke_cfg("stage=generate", "round=0", *FAST))
