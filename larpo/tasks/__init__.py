@@ -1,6 +1,6 @@
 """Verifiable tasks (the embedded reward) and the embedded tokenizer."""
 
-from larpo.tasks.arithmetic import FAMILIES, ArithmeticTask, Family, family_of
+from larpo.tasks.arithmetic import FAMILIES, OPERATIONS, ArithmeticTask, Family, Operation, operation_of
 from larpo.tasks.base import Example, Task
 from larpo.tasks.tokenizer import TOKENIZER_DIR, build_tokenizer
 
@@ -10,7 +10,9 @@ __all__ = [
     "ArithmeticTask",
     "Example",
     "Family",
+    "OPERATIONS",
+    "Operation",
     "Task",
     "build_tokenizer",
-    "family_of",
+    "operation_of",
 ]

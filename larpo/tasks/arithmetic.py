@@ -1,18 +1,25 @@
 """GSM8K in miniature: arithmetic and sorting prompts whose verifier is the reward.
 
-Each family is a pair of small functions: `sample` draws a prompt from a `random.Random`,
-`solve` computes the gold answer from the prompt text alone, so the reward needs only
-(prompt, response), exactly like a reward model. Families are graded in difficulty so a
-tiny model after a short SFT is competent but imperfect, leaving room for preference
-optimisation to help.
+An *operation* (add, sub, sort, max) knows how to recognise a prompt format, solve it from
+the prompt text alone and grade a response, so the reward needs only (prompt, response),
+exactly like a reward model. A *family* is a prompt distribution for one operation (operand
+sizes and counts); families are graded in difficulty so a tiny model after a short SFT is
+competent but imperfect, leaving room for preference optimisation to help.
 
-Formats (prompt -> answer):
-    add2  "37+45="          -> "82"          two 2-digit numbers
-    add3  "348+571="        -> "919"         two 3-digit numbers
-    sum3  "12+45+33="       -> "90"          three 2-digit numbers
-    sub   "12-345="         -> "-333"        2-3-digit numbers, result may be negative
-    sort  "sort:5,31,9,2="  -> "2,5,9,31"    3-4 numbers in 0-99, ascending
-    max   "max:5,31,9,2="   -> "31"          3-5 numbers in 0-99 (not in the default mix)
+Families (prompt -> answer), easy to hard:
+    sort    "sort:5,1,9,2="    -> "1,2,5,9"       3-4 numbers in 0-9, ascending
+    add21   "37+5="            -> "42"            2-digit + 1-digit
+    max     "max:5,31,9,2="    -> "31"            3-4 numbers in 0-99
+    sub     "45-73="           -> "-28"           2-digit - 2-digit, may be negative
+    add2    "37+45="           -> "82"            2-digit + 2-digit
+    sort99  "sort:5,31,9,2="   -> "2,5,9,31"      3-4 numbers in 0-99
+    sub3    "12-345="          -> "-333"          2-3-digit operands
+    sum3    "12+45+33="        -> "90"            three 2-digit numbers
+    add3    "348+571="         -> "919"           3-digit + 3-digit
+The default mix is the first five. Measured with the ~1M-parameter Llama (batch 64, AdamW
+lr 3e-3, loss on response + EOS), greedy eval accuracy on the mix was about 25 % after 600
+SFT steps, 40 % after 900 and 57 % after 1200 (sort and add21 near-solved, max improving,
+sub and add2 around 10 %).
 """
 
 from __future__ import annotations
@@ -49,84 +56,94 @@ def list_credit(pred: str, gold: str) -> float:
 
 
 @dataclass(frozen=True)
-class Family:
-    """One prompt family: how to draw prompts, recognise them, solve and grade them."""
+class Operation:
+    """How to recognise, solve and grade one prompt format (shared by several families)."""
 
     name: str
-    pattern: re.Pattern[str]  # full-matches this family's prompts (and no other family's)
-    sample: Callable[[random.Random], str]
+    pattern: re.Pattern[str]  # full-matches the prompts of this format
     solve: Callable[[re.Match[str]], str]
     response: re.Pattern[str]  # well-formed responses; anything else scores 0
     credit: Callable[[str, str], float]  # partial credit for a well-formed wrong response
-
-
-def _digits(rng: random.Random, n: int) -> int:
-    return rng.randint(10 ** (n - 1), 10**n - 1)
-
-
-def _numbers(rng: random.Random, lo: int, hi: int) -> str:
-    return ",".join(str(rng.randint(0, 99)) for _ in range(rng.randint(lo, hi)))
 
 
 def _ints(text: str) -> list[int]:
     return [int(x) for x in text.split(",")]
 
 
-def _number_family(name: str, pattern: str, sample: Callable[[random.Random], str],
-                   solve: Callable[[re.Match[str]], str]) -> Family:
-    return Family(name, re.compile(pattern), sample, solve, NUMBER, number_credit)
-
-
-FAMILIES: dict[str, Family] = {
-    f.name: f
-    for f in (
-        _number_family(
-            "add2", r"([0-9]{2})\+([0-9]{2})=",
-            lambda r: f"{_digits(r, 2)}+{_digits(r, 2)}=",
-            lambda m: str(int(m[1]) + int(m[2])),
+# Patterns accept any operand sizes, so the verifier answers every prompt of a format,
+# not only the sizes the samplers draw (the reward needs nothing but the prompt text).
+OPERATIONS: dict[str, Operation] = {
+    op.name: op
+    for op in (
+        Operation(
+            "add",
+            re.compile(r"[0-9]+(?:\+[0-9]+)+="),
+            lambda m: str(sum(int(x) for x in m[0][:-1].split("+"))),
+            NUMBER,
+            number_credit,
         ),
-        _number_family(
-            "add3", r"([0-9]{3})\+([0-9]{3})=",
-            lambda r: f"{_digits(r, 3)}+{_digits(r, 3)}=",
-            lambda m: str(int(m[1]) + int(m[2])),
+        Operation(
+            "sub", re.compile(r"([0-9]+)-([0-9]+)="), lambda m: str(int(m[1]) - int(m[2])), NUMBER, number_credit
         ),
-        _number_family(
-            "sum3", r"([0-9]{2})\+([0-9]{2})\+([0-9]{2})=",
-            lambda r: f"{_digits(r, 2)}+{_digits(r, 2)}+{_digits(r, 2)}=",
-            lambda m: str(int(m[1]) + int(m[2]) + int(m[3])),
-        ),
-        _number_family(
-            "sub", r"([0-9]{2,3})-([0-9]{2,3})=",
-            # Digit counts drawn first so 2- and 3-digit operands are equally common.
-            lambda r: f"{_digits(r, r.randint(2, 3))}-{_digits(r, r.randint(2, 3))}=",
-            lambda m: str(int(m[1]) - int(m[2])),
-        ),
-        Family(
-            "sort", re.compile(r"sort:([0-9]+(?:,[0-9]+)*)="),
-            # At most 4 numbers keeps the answer within 12 characters.
-            lambda r: f"sort:{_numbers(r, 3, 4)}=",
+        Operation(
+            "sort",
+            re.compile(r"sort:([0-9]+(?:,[0-9]+)*)="),
             lambda m: ",".join(map(str, sorted(_ints(m[1])))),
-            NUMBER_LIST, list_credit,
+            NUMBER_LIST,
+            list_credit,
         ),
-        _number_family(
-            "max", r"max:([0-9]+(?:,[0-9]+)*)=",
-            lambda r: f"max:{_numbers(r, 3, 5)}=",
-            lambda m: str(max(_ints(m[1]))),
+        Operation(
+            "max", re.compile(r"max:([0-9]+(?:,[0-9]+)*)="), lambda m: str(max(_ints(m[1]))), NUMBER, number_credit
         ),
     )
 }
 
-DEFAULT_FAMILIES = ("add2", "add3", "sum3", "sub", "sort")
+
+@dataclass(frozen=True)
+class Family:
+    """A prompt distribution (operand sizes and counts) for one operation."""
+
+    name: str
+    operation: Operation
+    sample: Callable[[random.Random], str]
+
+
+def _digits(rng: random.Random, n: int) -> int:
+    """A number with exactly n digits."""
+    return rng.randint(10 ** (n - 1), 10**n - 1)
+
+
+def _list(rng: random.Random, counts: tuple[int, int], hi: int) -> str:
+    return ",".join(str(rng.randint(0, hi)) for _ in range(rng.randint(*counts)))
+
+
+# Ordered easy -> hard (see the module docstring). Prompts <= 24 characters, answers <= 12.
+FAMILIES: dict[str, Family] = {
+    f.name: f
+    for f in (
+        Family("sort", OPERATIONS["sort"], lambda r: f"sort:{_list(r, (3, 4), 9)}="),
+        Family("add21", OPERATIONS["add"], lambda r: f"{_digits(r, 2)}+{r.randint(0, 9)}="),
+        Family("max", OPERATIONS["max"], lambda r: f"max:{_list(r, (3, 4), 99)}="),
+        Family("sub", OPERATIONS["sub"], lambda r: f"{_digits(r, 2)}-{_digits(r, 2)}="),
+        Family("add2", OPERATIONS["add"], lambda r: f"{_digits(r, 2)}+{_digits(r, 2)}="),
+        Family("sort99", OPERATIONS["sort"], lambda r: f"sort:{_list(r, (3, 4), 99)}="),
+        Family("sub3", OPERATIONS["sub"], lambda r: f"{_digits(r, r.randint(2, 3))}-{_digits(r, r.randint(2, 3))}="),
+        Family("sum3", OPERATIONS["add"], lambda r: f"{_digits(r, 2)}+{_digits(r, 2)}+{_digits(r, 2)}="),
+        Family("add3", OPERATIONS["add"], lambda r: f"{_digits(r, 3)}+{_digits(r, 3)}="),
+    )
+}
+
+DEFAULT_FAMILIES = ("sort", "add21", "max", "sub", "add2")
 SPLITS = ("sft", "train", "eval")  # the position seeds each split's generator
 
 
-def family_of(prompt: str) -> tuple[Family, re.Match[str]]:
-    """The family whose pattern matches `prompt` (any registered family, not just the mix)."""
-    for family in FAMILIES.values():
-        match = family.pattern.fullmatch(prompt)
+def operation_of(prompt: str) -> tuple[Operation, re.Match[str]]:
+    """The operation whose format `prompt` has, with the parsed match."""
+    for op in OPERATIONS.values():
+        match = op.pattern.fullmatch(prompt)
         if match:
-            return family, match
-    raise ValueError(f"prompt {prompt!r} matches no arithmetic task family ({list(FAMILIES)})")
+            return op, match
+    raise ValueError(f"prompt {prompt!r} matches no arithmetic task format (operations {list(OPERATIONS)})")
 
 
 class ArithmeticTask:
@@ -134,7 +151,7 @@ class ArithmeticTask:
 
     Reward of `verify(prompt, response, finished)`, always in [0, 1]:
       * exact match with the gold answer (after stripping surrounding whitespace) -> 1.0;
-      * unparsable (empty, or not the family's format: "-?[0-9]+" for numbers,
+      * unparsable (empty, or not the operation's format: "-?[0-9]+" for numbers,
         "[0-9]+(,[0-9]+)*" for lists) -> 0.0;
       * well-formed but wrong -> partial credit in [0, 0.5): for numbers 0.5 x fraction of
         digit positions correct, aligned from the right, over max(len(pred), len(gold))
@@ -146,13 +163,17 @@ class ArithmeticTask:
 
     name = "arithmetic"
 
-    def __init__(self, families: Sequence[str] = DEFAULT_FAMILIES, seed: int = 0,
-                 n_sft: int = 20000, n_train: int = 4096, n_eval: int = 1000) -> None:
+    def __init__(
+        self,
+        families: Sequence[str] = DEFAULT_FAMILIES,
+        seed: int = 0,
+        n_sft: int = 20000,
+        n_train: int = 4096,
+        n_eval: int = 1000,
+    ) -> None:
         for fam in families:
             if fam not in FAMILIES:
-                raise ValueError(
-                    f"unknown task family {fam!r} in task.families; choose from {list(FAMILIES)}"
-                )
+                raise ValueError(f"unknown task family {fam!r} in task.families; choose from {list(FAMILIES)}")
         if not families:
             raise ValueError(f"task.families is empty; choose from {list(FAMILIES)}")
         self.families = [FAMILIES[f] for f in families]
@@ -193,17 +214,17 @@ class ArithmeticTask:
 
     def answer(self, prompt: str) -> str:
         """Gold answer computed from the prompt text alone."""
-        family, match = family_of(prompt)
-        return family.solve(match)
+        op, match = operation_of(prompt)
+        return op.solve(match)
 
     def verify(self, prompt: str, response: str, finished: bool = True) -> float:
         """Graded reward in [0, 1]; see the class docstring for the rules."""
-        family, match = family_of(prompt)
-        gold, pred = family.solve(match), response.strip()
+        op, match = operation_of(prompt)
+        gold, pred = op.solve(match), response.strip()
         if pred == gold:
             reward = 1.0
-        elif family.response.fullmatch(pred):
-            reward = family.credit(pred, gold)
+        elif op.response.fullmatch(pred):
+            reward = op.credit(pred, gold)
         else:
             reward = 0.0
         return reward if finished else 0.5 * reward

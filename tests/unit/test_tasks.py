@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
+import random
 from pathlib import Path
 
 import pytest
 
-from larpo.tasks import FAMILIES, ArithmeticTask, Example, Task
+from larpo.tasks import FAMILIES, ArithmeticTask, Example, Task, operation_of
+from larpo.tasks.arithmetic import DEFAULT_FAMILIES
 
 CONF = Path(__file__).resolve().parents[2] / "conf" / "task" / "arithmetic.yaml"
 
@@ -16,32 +18,41 @@ def task() -> ArithmeticTask:
     return ArithmeticTask(families=list(FAMILIES), n_sft=2000, n_train=500, n_eval=300)
 
 
-@pytest.mark.parametrize(
-    ("prompt", "answer"),
-    [
-        ("37+45=", "82"),
-        ("99+99=", "198"),
-        ("348+571=", "919"),
-        ("12+45+33=", "90"),
-        ("12-345=", "-333"),
-        ("720-87=", "633"),
-        ("50-50=", "0"),
-        ("sort:5,31,9,2=", "2,5,9,31"),
-        ("sort:7,7,0=", "0,7,7"),
-        ("max:5,31,9,2=", "31"),
-    ],
-)
+# One hand-solved prompt per family (and a few edge cases), in the family's own format.
+FAMILY_CASES = {
+    "sort": ("sort:5,1,9,2=", "1,2,5,9"),
+    "add21": ("37+5=", "42"),
+    "max": ("max:5,31,9,2=", "31"),
+    "sub": ("45-73=", "-28"),
+    "add2": ("37+45=", "82"),
+    "sort99": ("sort:5,31,9,2=", "2,5,9,31"),
+    "sub3": ("12-345=", "-333"),
+    "sum3": ("12+45+33=", "90"),
+    "add3": ("348+571=", "919"),
+}
+EDGE_CASES = [("99+99=", "198"), ("50-50=", "0"), ("720-87=", "633"), ("sort:7,7,0=", "0,7,7")]
+
+
+@pytest.mark.parametrize(("prompt", "answer"), [*FAMILY_CASES.values(), *EDGE_CASES])
 def test_answers(task: ArithmeticTask, prompt: str, answer: str) -> None:
     assert task.answer(prompt) == answer
 
 
-def test_every_family_has_an_answer_test() -> None:
-    assert set(FAMILIES) == {"add2", "add3", "sum3", "sub", "sort", "max"}
+def test_every_family_is_covered_and_samples_its_operation() -> None:
+    assert set(FAMILY_CASES) == set(FAMILIES)
+    rng = random.Random(0)
+    for name, family in FAMILIES.items():
+        for _ in range(50):
+            prompt = family.sample(rng)
+            assert operation_of(prompt)[0] is family.operation, (name, prompt)
+        assert operation_of(FAMILY_CASES[name][0])[0] is family.operation
 
 
 def test_unknown_prompt_names_it(task: ArithmeticTask) -> None:
     with pytest.raises(ValueError, match="'what is 2\\+2'"):
         task.verify("what is 2+2", "4")
+    with pytest.raises(ValueError, match="'sort:='"):
+        task.answer("sort:=")
 
 
 @pytest.mark.parametrize(
@@ -156,5 +167,6 @@ def test_hydra_instantiate_yaml() -> None:
     task = instantiate(cfg.task)
     assert isinstance(task, ArithmeticTask)
     assert task.seed == 7
+    assert [f.name for f in task.families] == list(DEFAULT_FAMILIES)
     assert task.sizes == {"sft": 20000, "train": 4096, "eval": 1000}
     assert len(task.split("eval")) == 1000
