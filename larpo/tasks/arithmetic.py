@@ -7,19 +7,20 @@ sizes and counts); families are graded in difficulty so a tiny model after a sho
 competent but imperfect, leaving room for preference optimisation to help.
 
 Families (prompt -> answer), easy to hard:
-    sort    "sort:5,1,9,2="    -> "1,2,5,9"       3-4 numbers in 0-9, ascending
+    sort9   "sort:5,1,9,2="    -> "1,2,5,9"       3-4 numbers in 0-9, ascending
     add21   "37+5="            -> "42"            2-digit + 1-digit
     max     "max:5,31,9,2="    -> "31"            3-4 numbers in 0-99
+    sort    "sort:5,31,9,2="   -> "2,5,9,31"      3-4 numbers in 0-99, ascending
     sub     "45-73="           -> "-28"           2-digit - 2-digit, may be negative
     add2    "37+45="           -> "82"            2-digit + 2-digit
-    sort99  "sort:5,31,9,2="   -> "2,5,9,31"      3-4 numbers in 0-99
     sub3    "12-345="          -> "-333"          2-3-digit operands
     sum3    "12+45+33="        -> "90"            three 2-digit numbers
     add3    "348+571="         -> "919"           3-digit + 3-digit
-The default mix is the first five. Measured with the ~1M-parameter Llama (batch 64, AdamW
-lr 3e-3, loss on response + EOS), greedy eval accuracy on the mix was about 25 % after 600
-SFT steps, 40 % after 900 and 57 % after 1200 (sort and add21 near-solved, max improving,
-sub and add2 around 10 %).
+The default mix is add21, max, sort, sub, add2: two near-solved, one middling, two hard,
+so preference optimisation has headroom. Greedy accuracy of the ~1M-parameter Llama after
+SFT (batch 128, AdamW lr 3e-3, loss on response + EOS) was, per family, after 900 / 1200
+steps: sort9 .93/1.0, add21 .98/.98, max .98/.98, sort .56/.73, sub .02/.21, add2 .12/.17,
+i.e. about 53 % / 61 % on the default mix.
 """
 
 from __future__ import annotations
@@ -121,19 +122,19 @@ def _list(rng: random.Random, counts: tuple[int, int], hi: int) -> str:
 FAMILIES: dict[str, Family] = {
     f.name: f
     for f in (
-        Family("sort", OPERATIONS["sort"], lambda r: f"sort:{_list(r, (3, 4), 9)}="),
+        Family("sort9", OPERATIONS["sort"], lambda r: f"sort:{_list(r, (3, 4), 9)}="),
         Family("add21", OPERATIONS["add"], lambda r: f"{_digits(r, 2)}+{r.randint(0, 9)}="),
         Family("max", OPERATIONS["max"], lambda r: f"max:{_list(r, (3, 4), 99)}="),
+        Family("sort", OPERATIONS["sort"], lambda r: f"sort:{_list(r, (3, 4), 99)}="),
         Family("sub", OPERATIONS["sub"], lambda r: f"{_digits(r, 2)}-{_digits(r, 2)}="),
         Family("add2", OPERATIONS["add"], lambda r: f"{_digits(r, 2)}+{_digits(r, 2)}="),
-        Family("sort99", OPERATIONS["sort"], lambda r: f"sort:{_list(r, (3, 4), 99)}="),
         Family("sub3", OPERATIONS["sub"], lambda r: f"{_digits(r, r.randint(2, 3))}-{_digits(r, r.randint(2, 3))}="),
         Family("sum3", OPERATIONS["add"], lambda r: f"{_digits(r, 2)}+{_digits(r, 2)}+{_digits(r, 2)}="),
         Family("add3", OPERATIONS["add"], lambda r: f"{_digits(r, 3)}+{_digits(r, 3)}="),
     )
 }
 
-DEFAULT_FAMILIES = ("sort", "add21", "max", "sub", "add2")
+DEFAULT_FAMILIES = ("add21", "max", "sort", "sub", "add2")
 SPLITS = ("sft", "train", "eval")  # the position seeds each split's generator
 
 

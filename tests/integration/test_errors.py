@@ -87,3 +87,14 @@ def test_rerun_one_stage_clears_downstream_markers(finished_run, smoke_cfg):
 def test_stage_for_a_round_that_does_not_exist(smoke_cfg):
     with pytest.raises(PipelineError, match="stage=generate round=0 does not exist"):
         run(smoke_cfg("stage=generate", "round=0", *FAST))
+
+
+def test_wandb_logger_offline_run_writes_its_files(smoke_cfg, tmp_path, monkeypatch):
+    """logger=wandb with no API key configured runs offline; the key never reaches the config."""
+    monkeypatch.delenv("WANDB_API_KEY", raising=False)
+    monkeypatch.delenv("WANDB_MODE", raising=False)
+    monkeypatch.setenv("HOME", str(tmp_path))  # no ~/.netrc
+    cfg = smoke_cfg("logger=wandb", "rounds=0", "sft.steps=0", "eval.pass_at_max=0", "threads=1")
+    run(cfg)
+    offline = list((tmp_path / "run" / "wandb").glob("offline-run-*"))
+    assert len(offline) == 1

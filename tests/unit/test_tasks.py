@@ -20,12 +20,12 @@ def task() -> ArithmeticTask:
 
 # One hand-solved prompt per family (and a few edge cases), in the family's own format.
 FAMILY_CASES = {
-    "sort": ("sort:5,1,9,2=", "1,2,5,9"),
+    "sort9": ("sort:5,1,9,2=", "1,2,5,9"),
     "add21": ("37+5=", "42"),
     "max": ("max:5,31,9,2=", "31"),
     "sub": ("45-73=", "-28"),
     "add2": ("37+45=", "82"),
-    "sort99": ("sort:5,31,9,2=", "2,5,9,31"),
+    "sort": ("sort:5,31,9,2=", "2,5,9,31"),
     "sub3": ("12-345=", "-333"),
     "sum3": ("12+45+33=", "90"),
     "add3": ("348+571=", "919"),
