@@ -171,6 +171,7 @@ class ArithmeticTask:
         n_sft: int = 20000,
         n_train: int = 4096,
         n_eval: int = 1000,
+        partial_credit: bool = True,
     ) -> None:
         for fam in families:
             if fam not in FAMILIES:
@@ -179,6 +180,9 @@ class ArithmeticTask:
             raise ValueError(f"task.families is empty; choose from {list(FAMILIES)}")
         self.families = [FAMILIES[f] for f in families]
         self.seed = seed
+        # False: a wrong answer scores 0 whatever its digits (the paper's GSM8K setup, where
+        # only correctness ranks candidates); True: near misses get partial credit.
+        self.partial_credit = partial_credit
         self.sizes = {"sft": n_sft, "train": n_train, "eval": n_eval}
         self._cache: dict[str, list[Example]] = {}
 
@@ -225,7 +229,7 @@ class ArithmeticTask:
         if pred == gold:
             reward = 1.0
         elif op.response.fullmatch(pred):
-            reward = op.credit(pred, gold)
+            reward = op.credit(pred, gold) if self.partial_credit else 0.0
         else:
             reward = 0.0
         return reward if finished else 0.5 * reward

@@ -170,3 +170,11 @@ def test_hydra_instantiate_yaml() -> None:
     assert [f.name for f in task.families] == list(DEFAULT_FAMILIES)
     assert task.sizes == {"sft": 20000, "train": 4096, "eval": 1000}
     assert len(task.split("eval")) == 1000
+
+
+def test_binary_reward_without_partial_credit() -> None:
+    binary = ArithmeticTask(partial_credit=False, n_sft=10, n_train=10, n_eval=10)
+    assert binary.verify("37+45=", "82") == 1.0
+    assert binary.verify("37+45=", "72") == 0.0  # graded: 0.5 * 1/2 = 0.25
+    assert binary.verify("37+45=", "82", finished=False) == 0.5
+    assert ArithmeticTask(n_sft=10, n_train=10, n_eval=10).verify("37+45=", "72") == 0.25
