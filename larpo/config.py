@@ -11,7 +11,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 from enum import Enum
-from typing import Any, Optional
+from typing import Any
 
 from hydra.core.config_store import ConfigStore
 from omegaconf import MISSING
@@ -35,9 +35,9 @@ class Stage(str, Enum):
 @dataclass
 class ModelConfig:
     # Hub id or local path of the starting policy; None builds a fresh model from `arch`.
-    pretrained: Optional[str] = None
+    pretrained: str | None = None
     # Tokenizer id/path; None: `pretrained`'s own, or the embedded tokenizer shipped in larpo/assets.
-    tokenizer: Optional[str] = None
+    tokenizer: str | None = None
     # LlamaConfig keyword arguments for a model built from scratch (the embedded default).
     arch: dict[str, Any] = field(default_factory=dict)
     dtype: str = "float32"
@@ -78,7 +78,7 @@ class TrainConfig:
 
 @dataclass
 class EvalConfig:
-    n_prompts: Optional[int] = None  # held-out prompts for greedy metrics; None = all
+    n_prompts: int | None = None  # held-out prompts for greedy metrics; None = all
     batch_size: int = 256
     pass_at_max: int = 8  # Pass@N reported for N = 1, 2, 4, ... up to this
     pass_prompts: int = 200
@@ -93,11 +93,11 @@ class Config:
     name: str = "default"
     run_dir: str = MISSING
     stage: Stage = Stage.all
-    round: Optional[int] = None  # with stage=<name>: the round to (re-)run
+    round: int | None = None  # with stage=<name>: the round to (re-)run
     resume: bool = True
     reference: Reference = Reference.behavior
     device: str = "auto"  # auto | cpu | cuda | cuda:N
-    threads: Optional[int] = None  # torch CPU threads; None = torch's default
+    threads: int | None = None  # torch CPU threads; None = torch's default
     model: ModelConfig = field(default_factory=ModelConfig)
     sft: SFTConfig = field(default_factory=SFTConfig)
     sampling: SamplingConfig = field(default_factory=SamplingConfig)

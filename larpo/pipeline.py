@@ -132,10 +132,10 @@ def rerun_one(ctx: RunContext, stage: str, r: int | None) -> None:
 
 def run(cfg: DictConfig) -> dict:
     """Run (or resume) the whole pipeline, or one stage; returns summary.json's content."""
+    from transformers.utils import logging as hf_logging
+
     from larpo.loggers import logging_run
     from larpo.report import write_report
-
-    from transformers.utils import logging as hf_logging
 
     hf_logging.disable_progress_bar()  # per-shard bars on every checkpoint load drown the stage log
     if cfg.threads:

@@ -52,7 +52,7 @@ def _micro_step(model, loss_fn, rows, lists: Sequence[EncodedList], pad_id: int,
     out = loss_fn(policy_logps=policy, ref_logps=ref, rewards=_pad_field(rows, "rewards", device),
                   mask=mask, lengths=lengths.clamp(min=1))
     (out.loss * scale).backward()
-    return {"loss": float(out.loss), **out.metrics}
+    return {"loss": out.loss.item(), **out.metrics}
 
 
 def train_on_lists(
