@@ -74,6 +74,9 @@ class TrainConfig:
     weight_decay: float = 0.0
     max_grad_norm: float = 1.0
     logprob_max_tokens: int = 16384  # token budget of a no-grad reference log-prob batch
+    # Continue each round from the previous round's AdamW moments (saved as optimizer.pt in
+    # the checkpoint) instead of a fresh optimizer; costs 2x the model's size on disk.
+    carry_optimizer: bool = False
 
 
 @dataclass

@@ -80,8 +80,11 @@ def load_model(path: str | Path, dtype: torch.dtype = torch.float32, device: tor
     return model
 
 
-def save_checkpoint(model, tokenizer, path: str | Path) -> None:
-    """Save model + tokenizer atomically: write to ``<path>.tmp``, then rename."""
+OPTIMIZER_FILE = "optimizer.pt"
+
+
+def save_checkpoint(model, tokenizer, path: str | Path, optimizer_state: dict | None = None) -> None:
+    """Save model + tokenizer (+ optimizer state) atomically: write to ``<path>.tmp``, then rename."""
     import shutil
 
     path = Path(path)
@@ -89,6 +92,8 @@ def save_checkpoint(model, tokenizer, path: str | Path) -> None:
     shutil.rmtree(tmp, ignore_errors=True)
     model.save_pretrained(tmp)
     tokenizer.save_pretrained(tmp)
+    if optimizer_state is not None:
+        torch.save(optimizer_state, tmp / OPTIMIZER_FILE)
     shutil.rmtree(path, ignore_errors=True)
     tmp.rename(path)
 
@@ -109,3 +114,9 @@ def response_ids(tokenizer, responses: list[str], finished: list[bool]) -> list[
     """Response token ids; the EOS id is appended when the response finished (it is scored)."""
     ids = tokenizer(list(responses), add_special_tokens=False)["input_ids"] if responses else []
     return [r + [tokenizer.eos_token_id] if f else r for r, f in zip(ids, finished)]
+
+
+def load_optimizer_state(path: str | Path) -> dict | None:
+    """The AdamW state saved beside a checkpoint, or None when there is none."""
+    file = Path(path) / OPTIMIZER_FILE
+    return torch.load(file, weights_only=True) if file.exists() else None

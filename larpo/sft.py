@@ -29,8 +29,11 @@ def encode_examples(tokenizer, examples: Sequence) -> list[EncodedList]:
     return [EncodedList(p, [r]) for p, r in zip(p_ids, r_ids)]
 
 
-def sft(model, tokenizer, examples: Sequence, cfg, seed: int, log: Callable[[dict], None]) -> dict:
-    """Token-level NLL on the answers, ``cfg.steps`` steps of ``cfg.batch_size`` random examples."""
+def sft(model, tokenizer, examples: Sequence, cfg, seed: int, log: Callable[[dict], None]) -> tuple[dict, dict]:
+    """Token-level NLL on the answers, ``cfg.steps`` steps of ``cfg.batch_size`` random examples.
+
+    Returns a summary and the optimizer's final state.
+    """
     from tqdm.auto import tqdm
 
     data = encode_examples(tokenizer, examples)
@@ -56,4 +59,4 @@ def sft(model, tokenizer, examples: Sequence, cfg, seed: int, log: Callable[[dic
     model.eval()
     wall = time.perf_counter() - t0
     logger.info("sft warm-start: %d steps in %.1f s, final token NLL %.3f", cfg.steps, wall, loss_ema or 0.0)
-    return {"sft_steps": cfg.steps, "sft_nll": loss_ema, "wall_s": round(wall, 2)}
+    return {"sft_steps": cfg.steps, "sft_nll": loss_ema, "wall_s": round(wall, 2)}, opt.state_dict()

@@ -15,7 +15,7 @@ import torch
 
 from larpo.artifacts import JsonlJournal, RunDir, read_json, read_jsonl, write_json, write_jsonl
 from larpo.generate import derive_seed, generate_candidates
-from larpo.model import build_model, load_model, load_tokenizer, save_checkpoint
+from larpo.model import build_model, load_model, load_optimizer_state, load_tokenizer, save_checkpoint
 
 logger = logging.getLogger(__name__)
 
@@ -71,10 +71,10 @@ def stage_sft(ctx: RunContext, r: int) -> None:
     else:
         torch.manual_seed(derive_seed(cfg.seed, "init"))
         model = build_model(dict(cfg.model.arch), tok, ctx.dtype).to(ctx.device)
-    stats = {}
+    stats, opt_state = {}, None
     if cfg.sft.steps > 0:
-        stats = sft(model, tok, ctx.task.split("sft"), cfg.sft, derive_seed(cfg.seed, "sft"), ctx.log)
-    save_checkpoint(model, tok, ctx.rd.checkpoint(0))
+        stats, opt_state = sft(model, tok, ctx.task.split("sft"), cfg.sft, derive_seed(cfg.seed, "sft"), ctx.log)
+    save_checkpoint(model, tok, ctx.rd.checkpoint(0), opt_state if cfg.train.carry_optimizer else None)
     write_json(ctx.rd.train_log(0), stats)
 
 
@@ -116,9 +116,11 @@ def stage_train(ctx: RunContext, r: int) -> None:
     model, tok = ctx.load_policy(r - 1)
     seed = derive_seed(ctx.cfg.seed, r, "train")
     torch.manual_seed(seed)
-    stats = train_on_lists(model, tok, rows, ctx.loss_fn, ctx.cfg.train, seed,
-                           lambda m: ctx.log({**m, "round": r}))
-    save_checkpoint(model, tok, ctx.rd.checkpoint(r))
+    carry = ctx.cfg.train.carry_optimizer
+    stats, opt_state = train_on_lists(model, tok, rows, ctx.loss_fn, ctx.cfg.train, seed,
+                                      lambda m: ctx.log({**m, "round": r}),
+                                      load_optimizer_state(ctx.checkpoint(r - 1)) if carry else None)
+    save_checkpoint(model, tok, ctx.rd.checkpoint(r), opt_state if carry else None)
     write_json(ctx.rd.train_log(r), stats)
 
 

@@ -21,8 +21,12 @@ from larpo.logprobs import EncodedList, encode_lists, pack_by_tokens, sequence_l
 logger = logging.getLogger(__name__)
 
 
-def make_optimizer(model, lr: float, weight_decay: float, warmup_steps: int, total_steps: int):
-    """AdamW + linear warm-up + cosine decay to 0 (the paper's schedule)."""
+def make_optimizer(model, lr: float, weight_decay: float, warmup_steps: int, total_steps: int, state: dict | None = None):
+    """AdamW + linear warm-up + cosine decay to 0 (the paper's schedule).
+
+    ``state``: an earlier AdamW state (moments) to continue from; its learning rates are
+    replaced by this schedule's.
+    """
     from transformers import get_cosine_schedule_with_warmup
 
     decay = [p for n, p in model.named_parameters() if p.requires_grad and p.ndim >= 2]
@@ -30,6 +34,11 @@ def make_optimizer(model, lr: float, weight_decay: float, warmup_steps: int, tot
     opt = torch.optim.AdamW(
         [{"params": decay, "weight_decay": weight_decay}, {"params": no_decay, "weight_decay": 0.0}], lr=lr
     )
+    if state is not None:
+        opt.load_state_dict(state)
+        for group in opt.param_groups:  # the schedule reads initial_lr: this round's, not the saved one
+            group["lr"] = group["initial_lr"] = lr
+            group["weight_decay"] = weight_decay if group is opt.param_groups[0] else 0.0
     sched = get_cosine_schedule_with_warmup(opt, warmup_steps, max(total_steps, 1))
     return opt, sched
 
@@ -56,15 +65,19 @@ def _micro_step(model, loss_fn, rows, lists: Sequence[EncodedList], pad_id: int,
 
 
 def train_on_lists(
-    model, tokenizer, rows: Sequence[dict], loss_fn, cfg, seed: int, log: Callable[[dict], None]
-) -> dict:
-    """Train ``model`` in place for ``cfg.epochs`` over ``rows`` (lists.jsonl). Returns a summary."""
+    model, tokenizer, rows: Sequence[dict], loss_fn, cfg, seed: int, log: Callable[[dict], None],
+    opt_state: dict | None = None,
+) -> tuple[dict, dict]:
+    """Train ``model`` in place for ``cfg.epochs`` over ``rows`` (lists.jsonl).
+
+    Returns a summary and the optimizer's final state.
+    """
     from tqdm.auto import tqdm
 
     lists = encode_lists(tokenizer, rows)
     steps_per_epoch = math.ceil(len(rows) / cfg.lists_per_step)
     total = steps_per_epoch * cfg.epochs
-    opt, sched = make_optimizer(model, cfg.lr, cfg.weight_decay, int(cfg.warmup_ratio * total), total)
+    opt, sched = make_optimizer(model, cfg.lr, cfg.weight_decay, int(cfg.warmup_ratio * total), total, opt_state)
     rng = random.Random(seed)
     model.train()
     step, tokens, losses, t0 = 0, 0, [], time.perf_counter()
@@ -96,6 +109,7 @@ def train_on_lists(
     bar.close()
     model.eval()
     wall = time.perf_counter() - t0
-    return {"loss": sum(losses) / max(len(losses), 1), "final_loss": losses[-1] if losses else float("nan"),
-            "steps": step, "lists": len(rows), "wall_s": round(wall, 2),
-            "tokens_per_s": round(tokens * cfg.epochs / max(wall, 1e-9) / cfg.epochs, 1)}
+    summary = {"loss": sum(losses) / max(len(losses), 1), "final_loss": losses[-1] if losses else float("nan"),
+               "steps": step, "lists": len(rows), "wall_s": round(wall, 2),
+               "tokens_per_s": round(tokens / max(wall, 1e-9), 1)}
+    return summary, opt.state_dict()

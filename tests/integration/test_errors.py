@@ -98,3 +98,19 @@ def test_wandb_logger_offline_run_writes_its_files(smoke_cfg, tmp_path, monkeypa
     run(cfg)
     offline = list((tmp_path / "run" / "wandb").glob("offline-run-*"))
     assert len(offline) == 1
+
+
+def test_carry_optimizer_saves_and_reuses_adamw_state(smoke_cfg):
+    """train.carry_optimizer=true: each checkpoint holds the AdamW moments the next round starts from."""
+    import torch
+
+    cfg = smoke_cfg("train.carry_optimizer=true", "rounds=1", "eval.pass_at_max=0", "threads=1")
+    run(cfg)
+    rd = RunDir(cfg.run_dir)
+    s0 = torch.load(rd.checkpoint(0) / "optimizer.pt", weights_only=True)
+    s1 = torch.load(rd.checkpoint(1) / "optimizer.pt", weights_only=True)
+    sft_steps = cfg.sft.steps
+    step0 = float(next(iter(s0["state"].values()))["step"])
+    step1 = float(next(iter(s1["state"].values()))["step"])
+    assert step0 == sft_steps and step1 > step0  # round 1 continued the warm-start's moments
+    assert s1["param_groups"][0]["initial_lr"] == cfg.train.lr  # with this round's learning rate
