@@ -35,10 +35,12 @@ def make_optimizer(model, lr: float, weight_decay: float, warmup_steps: int, tot
         [{"params": decay, "weight_decay": weight_decay}, {"params": no_decay, "weight_decay": 0.0}], lr=lr
     )
     if state is not None:
+        # load_state_dict also restores the saved hyper-parameters; keep this round's (the
+        # schedule reads initial_lr) and take only the moments from the saved state.
+        hyper = [{k: v for k, v in g.items() if k != "params"} for g in opt.param_groups]
         opt.load_state_dict(state)
-        for group in opt.param_groups:  # the schedule reads initial_lr: this round's, not the saved one
-            group["lr"] = group["initial_lr"] = lr
-            group["weight_decay"] = weight_decay if group is opt.param_groups[0] else 0.0
+        for group, hp in zip(opt.param_groups, hyper):
+            group.update(hp, initial_lr=lr)
     sched = get_cosine_schedule_with_warmup(opt, warmup_steps, max(total_steps, 1))
     return opt, sched
 

@@ -16,11 +16,9 @@ Families (prompt -> answer), easy to hard:
     sub3    "12-345="          -> "-333"          2-3-digit operands
     sum3    "12+45+33="        -> "90"            three 2-digit numbers
     add3    "348+571="         -> "919"           3-digit + 3-digit
-The default mix is add21, max, sort, sub, add2: two near-solved, one middling, two hard,
-so preference optimisation has headroom. Greedy accuracy of the ~1M-parameter Llama after
-SFT (batch 128, AdamW lr 3e-3, loss on response + EOS) was, per family, after 900 / 1200
-steps: sort9 .93/1.0, add21 .98/.98, max .98/.98, sort .56/.73, sub .02/.21, add2 .12/.17,
-i.e. about 53 % / 61 % on the default mix.
+The default mix is add21, max, sort, sub, add2. Measured in the pipeline (1.06 M-parameter
+Llama, 1,200 SFT steps of batch 128, seed 0, 1,000 held-out prompts), round-0 greedy accuracy
+was add21 .995, add2 1.0, max .83, sub .51, sort .25: 71.7 % on the mix.
 """
 
 from __future__ import annotations
