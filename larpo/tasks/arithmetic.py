@@ -16,9 +16,21 @@ Families (prompt -> answer), easy to hard:
     sub3    "12-345="          -> "-333"          2-3-digit operands
     sum3    "12+45+33="        -> "90"            three 2-digit numbers
     add3    "348+571="         -> "919"           3-digit + 3-digit
-The default mix is add21, max, sort, sub, add2. Measured in the pipeline (1.06 M-parameter
-Llama, 1,200 SFT steps of batch 128, seed 0, 1,000 held-out prompts), round-0 greedy accuracy
-was add21 .995, add2 1.0, max .83, sub .51, sort .25: 71.7 % on the mix.
+The default mix is add21, max, sort, sub, add2.
+
+Demonstrations versus preferences (`demo_noise`). Alignment starts from demonstrations that
+are not what the reward prefers. Here the SFT split is written by a sloppy annotator: with
+probability `demo_noise` a demonstration is the operation's *slip* -- carries forgotten
+(37+45 -> 72), the minus sign dropped (45-73 -> 28), numbers compared as strings
+(sort:5,31 -> 31,5; max:9,31 -> 9) -- where the slip changes the answer. The verifier always
+grades against the gold answer. With demo_noise 0.5 the round-0 policy has learned both
+habits and often says the sloppy one greedily, while its samples contain the right one: the
+gap a reranker-guided retriever closes. Measured in the pipeline (1.06 M-parameter Llama,
+1,200 SFT steps of batch 128, seed 0, 1,000 held-out prompts): with gold demonstrations
+(demo_noise 0) round-0 greedy accuracy was 71.7 % and LarPO kept it level (the model is at
+the ceiling of what its parameters learned); with demo_noise 0.5 it was 58.0 % and three
+rounds of listwise LarPO (lr 5e-5) raised it to 69.1 % (add21 .78 -> .96, add2 .59 -> .88,
+sub .59 -> .67).
 """
 
 from __future__ import annotations
@@ -63,10 +75,18 @@ class Operation:
     solve: Callable[[re.Match[str]], str]
     response: re.Pattern[str]  # well-formed responses; anything else scores 0
     credit: Callable[[str, str], float]  # partial credit for a well-formed wrong response
+    slip: Callable[[re.Match[str]], str]  # a sloppy annotator's systematic mistake (see demo_noise)
 
 
 def _ints(text: str) -> list[int]:
     return [int(x) for x in text.split(",")]
+
+
+def _add_without_carry(operands: list[str]) -> str:
+    """Column-wise sum mod 10, the carries forgotten: 37+45 -> "72", 95+17 -> "2"."""
+    width = max(len(x) for x in operands)
+    cols = [sum(int(x.rjust(width, "0")[i]) for x in operands) % 10 for i in range(width)]
+    return str(int("".join(map(str, cols))))
 
 
 # Patterns accept any operand sizes, so the verifier answers every prompt of a format,
@@ -80,9 +100,15 @@ OPERATIONS: dict[str, Operation] = {
             lambda m: str(sum(int(x) for x in m[0][:-1].split("+"))),
             NUMBER,
             number_credit,
+            lambda m: _add_without_carry(m[0][:-1].split("+")),
         ),
         Operation(
-            "sub", re.compile(r"([0-9]+)-([0-9]+)="), lambda m: str(int(m[1]) - int(m[2])), NUMBER, number_credit
+            "sub",
+            re.compile(r"([0-9]+)-([0-9]+)="),
+            lambda m: str(int(m[1]) - int(m[2])),
+            NUMBER,
+            number_credit,
+            lambda m: str(abs(int(m[1]) - int(m[2]))),  # the minus sign dropped
         ),
         Operation(
             "sort",
@@ -90,9 +116,15 @@ OPERATIONS: dict[str, Operation] = {
             lambda m: ",".join(map(str, sorted(_ints(m[1])))),
             NUMBER_LIST,
             list_credit,
+            lambda m: ",".join(sorted(m[1].split(","))),  # sorted as strings: 5,31 -> 31,5
         ),
         Operation(
-            "max", re.compile(r"max:([0-9]+(?:,[0-9]+)*)="), lambda m: str(max(_ints(m[1]))), NUMBER, number_credit
+            "max",
+            re.compile(r"max:([0-9]+(?:,[0-9]+)*)="),
+            lambda m: str(max(_ints(m[1]))),
+            NUMBER,
+            number_credit,
+            lambda m: max(m[1].split(",")),  # compared as strings: max(9, 31) -> 9
         ),
     )
 }
@@ -170,7 +202,10 @@ class ArithmeticTask:
         n_train: int = 4096,
         n_eval: int = 1000,
         partial_credit: bool = True,
+        demo_noise: float = 0.0,
     ) -> None:
+        if not 0.0 <= demo_noise <= 1.0:
+            raise ValueError(f"task.demo_noise={demo_noise} must be a probability in [0, 1]")
         for fam in families:
             if fam not in FAMILIES:
                 raise ValueError(f"unknown task family {fam!r} in task.families; choose from {list(FAMILIES)}")
@@ -182,6 +217,11 @@ class ArithmeticTask:
         # only correctness ranks candidates); True: near misses get partial credit.
         self.partial_credit = partial_credit
         self.sizes = {"sft": n_sft, "train": n_train, "eval": n_eval}
+        # The SFT demonstrations come from a sloppy annotator: with this probability a
+        # demonstration is the operation's systematic slip (carries forgotten, minus sign
+        # dropped, numbers compared as strings) instead of the gold answer. The verifier, and
+        # so the reward, always uses the gold answer.
+        self.demo_noise = demo_noise
         self._cache: dict[str, list[Example]] = {}
 
     def split(self, name: str) -> list[Example]:
@@ -198,13 +238,19 @@ class ArithmeticTask:
     def _generate(self, name: str, exclude: set[str], unique: bool) -> list[Example]:
         # Derived arithmetically (never hash()) so splits are identical across processes.
         rng = random.Random(self.seed * 1000 + SPLITS.index(name))
+        # A separate stream, so the prompts are the same whatever demo_noise is.
+        noise_rng = random.Random(self.seed * 1000 + 100 + SPLITS.index(name))
+        noisy = name == "sft" and self.demo_noise > 0
         examples = []
         for i in range(self.sizes[name]):
             family = self.families[i % len(self.families)]  # uniform, balanced mix
             prompt = self._draw(family, rng, exclude)
             if unique:
                 exclude.add(prompt)
-            examples.append(Example(f"{name}-{i:05d}", prompt, self.answer(prompt), family.name))
+            answer = self.answer(prompt)
+            if noisy and noise_rng.random() < self.demo_noise:
+                answer = self.slip(prompt)
+            examples.append(Example(f"{name}-{i:05d}", prompt, answer, family.name))
         return examples
 
     @staticmethod
@@ -219,6 +265,11 @@ class ArithmeticTask:
         """Gold answer computed from the prompt text alone."""
         op, match = operation_of(prompt)
         return op.solve(match)
+
+    def slip(self, prompt: str) -> str:
+        """The sloppy annotator's answer (equal to the gold one where the slip changes nothing)."""
+        op, match = operation_of(prompt)
+        return op.slip(match)
 
     def verify(self, prompt: str, response: str, finished: bool = True) -> float:
         """Graded reward in [0, 1]; see the class docstring for the rules."""

@@ -178,3 +178,45 @@ def test_binary_reward_without_partial_credit() -> None:
     assert binary.verify("37+45=", "72") == 0.0  # graded: 0.5 * 1/2 = 0.25
     assert binary.verify("37+45=", "82", finished=False) == 0.5
     assert ArithmeticTask(n_sft=10, n_train=10, n_eval=10).verify("37+45=", "72") == 0.25
+
+
+# The sloppy annotator's slips, worked out by hand.
+SLIP_CASES = [
+    ("37+45=", "72"),  # carry forgotten (gold 82)
+    ("95+17=", "2"),  # 9+1 -> 0, 5+7 -> 2: "02" (gold 112)
+    ("37+5=", "32"),  # gold 42
+    ("12+45+33=", "80"),  # 1+4+3 = 8, 2+5+3 = 10 -> 0 (gold 90)
+    ("31+24=", "55"),  # no carry: the slip is the gold answer
+    ("45-73=", "28"),  # minus sign dropped (gold -28)
+    ("73-45=", "28"),  # positive: unchanged
+    ("sort:5,31,9,2=", "2,31,5,9"),  # sorted as strings (gold 2,5,9,31)
+    ("sort:64,17,36=", "17,36,64"),  # same number of digits: unchanged
+    ("max:5,31,9,2=", "9"),  # compared as strings (gold 31)
+]
+
+
+@pytest.mark.parametrize(("prompt", "slip"), SLIP_CASES)
+def test_slips(task: ArithmeticTask, prompt: str, slip: str) -> None:
+    assert task.slip(prompt) == slip
+    # A slip is well-formed: full credit where it changes nothing, partial credit (< 0.5) otherwise.
+    reward = task.verify(prompt, slip)
+    assert reward == 1.0 if slip == task.answer(prompt) else 0.0 <= reward < 0.5
+
+
+def test_demo_noise_corrupts_only_sft_demonstrations() -> None:
+    sizes = {"n_sft": 4000, "n_train": 200, "n_eval": 200}
+    clean, noisy = ArithmeticTask(**sizes), ArithmeticTask(demo_noise=0.5, **sizes)
+    for split in ("train", "eval"):
+        assert noisy.split(split) == clean.split(split)
+    pairs = list(zip(clean.split("sft"), noisy.split("sft")))
+    assert all(c.prompt == n.prompt for c, n in pairs)  # same prompts whatever the noise
+    changed = [n for c, n in pairs if c.answer != n.answer]
+    assert all(n.answer == noisy.slip(n.prompt) for n in changed)
+    # Of the demonstrations a slip would change, about half are changed.
+    could = [c for c in clean.split("sft") if clean.slip(c.prompt) != c.answer]
+    assert 0.45 < len(changed) / len(could) < 0.55
+    assert all(noisy.verify(n.prompt, n.answer) < 1.0 for n in changed)  # the reward knows better
+    full = ArithmeticTask(demo_noise=1.0, **sizes)
+    assert all(e.answer == full.slip(e.prompt) for e in full.split("sft"))
+    with pytest.raises(ValueError, match="task.demo_noise"):
+        ArithmeticTask(demo_noise=1.5)
