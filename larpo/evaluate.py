@@ -48,6 +48,19 @@ def win_rate(rewards: dict[str, float], baseline: dict[str, float]) -> tuple[flo
     return mean_se(wins)
 
 
+def paired_gain(values: dict[str, float], baseline: dict[str, float]) -> tuple[float, float]:
+    """Mean of ``values[p] - baseline[p]`` over common prompts, with its *paired* SE.
+
+    Both rounds answer the same held-out prompts, so the SE of the per-prompt difference is
+    the right yardstick for "did this round beat round 0" (smaller than combining the two
+    rounds' SEs as if independent, because prompts that are easy stay easy).
+    """
+    common = sorted(set(values) & set(baseline))
+    if not common:
+        raise ValueError("paired gain: no prompt is shared with the round-0 outputs")
+    return mean_se([values[p] - baseline[p] for p in common])
+
+
 def greedy_outputs(model, tokenizer, reward, examples: Sequence, cfg, max_new_tokens: int) -> list[dict]:
     """Greedy responses and rewards for the held-out prompts (eval_outputs.jsonl rows)."""
     from tqdm.auto import tqdm

@@ -60,9 +60,9 @@ def _num(value: Any, fmt: str) -> str:
     return MISSING
 
 
-def _with_se(section: dict, key: str) -> str:
+def _with_se(section: dict, key: str, fmt: str = ".3f") -> str:
     """``value ± se``, or just the value when no standard error was recorded."""
-    value = _num(section.get(key), ".3f")
+    value = _num(section.get(key), fmt)
     se = _num(section.get(f"{key}_se"), ".3f")
     return value if value == MISSING or se == MISSING else f"{value} ± {se}"
 
@@ -74,6 +74,7 @@ def format_table(summary: dict) -> str:
     header = [
         "round",
         "accuracy ± se",
+        "gain vs r0 ± se",
         "mean reward",
         "win rate vs r0",
         *pass_cols,
@@ -87,6 +88,7 @@ def format_table(summary: dict) -> str:
             [
                 str(r.get("round", MISSING)),
                 _with_se(ev, "accuracy"),
+                _with_se(ev, "accuracy_gain", "+.3f"),
                 _num(ev.get("mean_reward"), ".3f"),
                 _with_se(ev, "win_rate"),
                 *(_num(ev.get(c), ".3f") for c in pass_cols),

@@ -34,6 +34,8 @@ def check_contract(rd: RunDir, n_samples: int, list_size: int) -> None:
         ev = read_json(rd.eval(r))
         assert {"accuracy", "accuracy_se", "mean_reward", "win_rate", "pass@1", "pass@4"} <= set(ev)
         assert 0.0 <= ev["accuracy"] <= 1.0 and 0.0 <= ev["win_rate"] <= 1.0
+        # Same prompts every round: the mean paired difference is the difference of accuracies.
+        assert ev["accuracy_gain"] == pytest.approx(ev["accuracy"] - read_json(rd.eval(0))["accuracy"])
         assert ev["pass@1"] <= ev["pass@2"] <= ev["pass@4"]
         stages_r = ("sft", "evaluate") if r == 0 else ("generate", "score", "select", "train", "evaluate")
         assert all(rd.is_done(r, s) for s in stages_r)

@@ -26,7 +26,14 @@ SUMMARY = {
         {"round": 0, "eval": EVAL_0, "train": {}},
         {
             "round": 1,
-            "eval": {**EVAL_0, "accuracy": 0.47, "win_rate": 0.58, "extra_metric": 3},
+            "eval": {
+                **EVAL_0,
+                "accuracy": 0.47,
+                "win_rate": 0.58,
+                "accuracy_gain": 0.06,
+                "accuracy_gain_se": 0.011,
+                "extra_metric": 3,
+            },
             "train": {
                 "loss": 0.61,
                 "steps": 40,
@@ -46,7 +53,7 @@ def test_table_contents() -> None:
     body = lines[2:]
     assert [ln.split()[0] for ln in body] == ["0", "1", "2"]
     assert "0.410 ± 0.015" in body[0] and "0.620" in body[0] and "0.700" in body[0]
-    assert "0.470 ± 0.015" in body[1] and "0.580 ± 0.000" in body[1]
+    assert "0.470 ± 0.015" in body[1] and "0.580 ± 0.000" in body[1] and "+0.060 ± 0.011" in body[1]
     assert "0.6100" in body[1] and "12.3" in body[1]
     # Aligned: every line has the same width.
     assert len({len(ln) for ln in lines}) == 1
@@ -56,8 +63,8 @@ def test_missing_keys_render_dash() -> None:
     text = format_table(SUMMARY)
     row0, row2 = text.splitlines()[2], text.splitlines()[4]
     assert row0.split()[-2:] == [MISSING, MISSING]  # no train metrics in round 0
-    # Round 2 lacks mean reward, win rate, both pass@ columns and wall time.
-    assert "0.500" in row2 and row2.count(MISSING) == 5
+    # Round 2 lacks the gain, mean reward, win rate, both pass@ columns and wall time.
+    assert "0.500" in row2 and row2.count(MISSING) == 6
 
 
 def test_plot_writes_png_atomically(tmp_path: Path) -> None:

@@ -1,0 +1,45 @@
+"""Evaluation statistics, with expected values worked out by hand."""
+
+from __future__ import annotations
+
+import math
+
+import pytest
+
+from larpo.evaluate import mean_se, paired_gain, pass_at_k, win_rate
+
+
+def test_pass_at_k_hand_values() -> None:
+    # 8 samples, 2 pass: Pass@1 = 2/8; Pass@2 = 1 - C(6,2)/C(8,2) = 1 - 15/28.
+    assert pass_at_k(8, 2, 1) == pytest.approx(0.25)
+    assert pass_at_k(8, 2, 2) == pytest.approx(13 / 28)
+    assert pass_at_k(8, 0, 8) == 0.0
+    assert pass_at_k(8, 1, 8) == 1.0  # fewer failures than k: some sample must pass
+
+
+def test_mean_se_hand_values() -> None:
+    # [1, 0, 0, 1]: mean 0.5, sample variance 1/3, SE sqrt(1/3 / 4).
+    mean, se = mean_se([1.0, 0.0, 0.0, 1.0])
+    assert mean == 0.5 and se == pytest.approx(math.sqrt(1 / 12))
+    assert mean_se([0.7]) == (0.7, 0.0)
+    assert all(math.isnan(x) for x in mean_se([]))
+
+
+def test_win_rate_ties_count_half() -> None:
+    ours, base = {"a": 1.0, "b": 0.5, "c": 0.0, "d": 0.2}, {"a": 0.5, "b": 0.5, "c": 1.0, "x": 0.0}
+    # Common a, b, c: win, tie, loss -> [1, 0.5, 0] -> 0.5 ± sqrt(0.25 / 3).
+    rate, se = win_rate(ours, base)
+    assert rate == 0.5 and se == pytest.approx(math.sqrt(0.25 / 3))
+    with pytest.raises(ValueError, match="round-0 outputs"):
+        win_rate({"a": 1.0}, {"b": 1.0})
+
+
+def test_paired_gain_hand_values() -> None:
+    # Per-prompt differences [1, 0, 0]: mean 1/3; sample sd sqrt((4/9 + 1/9 + 1/9) / 2) = sqrt(1/3);
+    # SE sqrt(1/3) / sqrt(3) = 1/3.
+    gain, se = paired_gain({"a": 1.0, "b": 1.0, "c": 0.0}, {"a": 0.0, "b": 1.0, "c": 0.0, "z": 1.0})
+    assert gain == pytest.approx(1 / 3) and se == pytest.approx(1 / 3)
+    # Pairing removes the prompt effect: a constant shift has zero SE.
+    assert paired_gain({"a": 0.6, "b": 0.9}, {"a": 0.5, "b": 0.8}) == (pytest.approx(0.1), pytest.approx(0.0))
+    with pytest.raises(ValueError, match="round-0 outputs"):
+        paired_gain({"a": 1.0}, {"b": 1.0})
