@@ -6,10 +6,10 @@
 # Prints a markdown table: round-0 and round-3 accuracy, paired gain, wall time per run.
 set -euo pipefail
 repo=$(cd "$(dirname "$0")/../.." && pwd)
-out=$(realpath -m "${1:-$repo/runs/losses_x_seeds}")
+mkdir -p "${1:-$repo/runs/losses_x_seeds}"
+out=$(cd "${1:-$repo/runs/losses_x_seeds}" && pwd)
 py=${PYTHON:-python}
 [ -x "$repo/.venv/bin/python" ] && [ -z "${VIRTUAL_ENV:-}" ] && py=$repo/.venv/bin/python
-mkdir -p "$out"
 cd "$repo"
 for seed in 0 1; do
   for loss in listwise pairwise contrastive listmle; do
