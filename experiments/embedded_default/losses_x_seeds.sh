@@ -14,6 +14,7 @@ cd "$repo"
 for seed in 0 1; do
   for loss in listwise pairwise contrastive listmle; do
     d=$out/s${seed}_$loss
+    [ -f "$d.wall_s" ] && continue  # measured already (delete the .wall_s file to re-run)
     if [ "$loss" != listwise ] && [ ! -d "$d/round_0" ]; then
       mkdir -p "$d"; cp -r "$out/s${seed}_listwise/round_0" "$d/"
     fi
