@@ -204,8 +204,8 @@ class ArithmeticTask:
         partial_credit: bool = True,
         demo_noise: float = 0.0,
     ) -> None:
-        if not 0.0 <= demo_noise <= 1.0:
-            raise ValueError(f"task.demo_noise={demo_noise} must be a probability in [0, 1]")
+        if isinstance(demo_noise, bool) or not isinstance(demo_noise, (int, float)) or not 0.0 <= demo_noise <= 1.0:
+            raise ValueError(f"task.demo_noise={demo_noise!r} must be a probability in [0, 1]")
         for fam in families:
             if fam not in FAMILIES:
                 raise ValueError(f"unknown task family {fam!r} in task.families; choose from {list(FAMILIES)}")

@@ -218,5 +218,6 @@ def test_demo_noise_corrupts_only_sft_demonstrations() -> None:
     assert all(noisy.verify(n.prompt, n.answer) < 1.0 for n in changed)  # the reward knows better
     full = ArithmeticTask(demo_noise=1.0, **sizes)
     assert all(e.answer == full.slip(e.prompt) for e in full.split("sft"))
-    with pytest.raises(ValueError, match="task.demo_noise"):
-        ArithmeticTask(demo_noise=1.5)
+    for bad in (1.5, -0.1, "abc", None):
+        with pytest.raises(ValueError, match="task.demo_noise"):
+            ArithmeticTask(demo_noise=bad)
