@@ -39,11 +39,21 @@ def mean_se(values: Sequence[float]) -> tuple[float, float]:
     return mean, math.sqrt(var / n)
 
 
+def is_correct(reward: float) -> float:
+    """1.0 for a correct response (a verifier reward of ``CORRECT``), else 0.0."""
+    return 1.0 if reward >= CORRECT else 0.0
+
+
+def _shared_prompts(values: dict[str, float], baseline: dict[str, float], what: str) -> list[str]:
+    common = sorted(set(values) & set(baseline))
+    if not common:
+        raise ValueError(f"{what}: no prompt is shared with the round-0 outputs")
+    return common
+
+
 def win_rate(rewards: dict[str, float], baseline: dict[str, float]) -> tuple[float, float]:
     """Share of common prompts where ``rewards`` beats ``baseline`` (tie = ½), with its SE."""
-    common = sorted(set(rewards) & set(baseline))
-    if not common:
-        raise ValueError("win rate: no prompt is shared with the round-0 outputs")
+    common = _shared_prompts(rewards, baseline, "win rate")
     wins = [1.0 if rewards[p] > baseline[p] else 0.5 if rewards[p] == baseline[p] else 0.0 for p in common]
     return mean_se(wins)
 
@@ -55,10 +65,18 @@ def paired_gain(values: dict[str, float], baseline: dict[str, float]) -> tuple[f
     the right yardstick for "did this round beat round 0" (smaller than combining the two
     rounds' SEs as if independent, because prompts that are easy stay easy).
     """
-    common = sorted(set(values) & set(baseline))
-    if not common:
-        raise ValueError("paired gain: no prompt is shared with the round-0 outputs")
+    common = _shared_prompts(values, baseline, "paired gain")
     return mean_se([values[p] - baseline[p] for p in common])
+
+
+def against_baseline(rewards: dict[str, float], baseline: dict[str, float]) -> dict[str, float]:
+    """Win rate and paired accuracy gain of greedy rewards (by prompt id) over round 0's."""
+    out = {}
+    out["win_rate"], out["win_rate_se"] = win_rate(rewards, baseline)
+    out["accuracy_gain"], out["accuracy_gain_se"] = paired_gain(
+        {p: is_correct(v) for p, v in rewards.items()}, {p: is_correct(v) for p, v in baseline.items()}
+    )
+    return out
 
 
 def greedy_outputs(model, tokenizer, reward, examples: Sequence, cfg, max_new_tokens: int) -> list[dict]:
@@ -78,7 +96,7 @@ def greedy_outputs(model, tokenizer, reward, examples: Sequence, cfg, max_new_to
 
 
 def greedy_metrics(rows: Sequence[dict]) -> dict[str, float]:
-    correct = [1.0 if row["reward"] >= CORRECT else 0.0 for row in rows]
+    correct = [is_correct(row["reward"]) for row in rows]
     acc, se = mean_se(correct)
     reward_mean, reward_se = mean_se([row["reward"] for row in rows])
     out = {"accuracy": acc, "accuracy_se": se, "mean_reward": reward_mean, "mean_reward_se": reward_se,
@@ -102,6 +120,6 @@ def pass_at_n(model, tokenizer, reward, examples: Sequence, cfg, max_new_tokens:
         responses, finished = sample(model, tokenizer, prompts, n=n, temperature=cfg.pass_temperature,
                                      max_new_tokens=max_new_tokens, seed=derive_seed(seed, "pass", i))
         for rs in reward.score(prompts, responses, finished):
-            counts.append(sum(r >= CORRECT for r in rs))
+            counts.append(int(sum(is_correct(r) for r in rs)))
     ks = [2**j for j in range(int(math.log2(n)) + 1)]
     return {f"pass@{k}": sum(pass_at_k(n, c, k) for c in counts) / len(counts) for k in ks}

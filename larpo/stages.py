@@ -125,7 +125,7 @@ def stage_train(ctx: RunContext, r: int) -> None:
 
 
 def stage_evaluate(ctx: RunContext, r: int) -> None:
-    from larpo.evaluate import CORRECT, greedy_metrics, greedy_outputs, paired_gain, pass_at_n, win_rate
+    from larpo.evaluate import against_baseline, greedy_metrics, greedy_outputs, pass_at_n
 
     cfg = ctx.cfg.eval
     model, tok = ctx.load_policy(r)
@@ -139,11 +139,7 @@ def stage_evaluate(ctx: RunContext, r: int) -> None:
                                  derive_seed(ctx.cfg.seed, r, "eval")))
     if cfg.win_rate:
         base = {row["prompt_id"]: row["reward"] for row in read_jsonl(ctx.rd.eval_outputs(0))}
-        ours = {x["prompt_id"]: x["reward"] for x in rows}
-        metrics["win_rate"], metrics["win_rate_se"] = win_rate(ours, base)
-        correct = {p: float(v >= CORRECT) for p, v in ours.items()}
-        base_correct = {p: float(v >= CORRECT) for p, v in base.items()}
-        metrics["accuracy_gain"], metrics["accuracy_gain_se"] = paired_gain(correct, base_correct)
+        metrics.update(against_baseline({x["prompt_id"]: x["reward"] for x in rows}, base))
     write_json(ctx.rd.eval(r), metrics)
     ctx.log({**{f"eval/{k}": v for k, v in metrics.items()}, "round": r})
 

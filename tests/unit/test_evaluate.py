@@ -6,7 +6,7 @@ import math
 
 import pytest
 
-from larpo.evaluate import mean_se, paired_gain, pass_at_k, win_rate
+from larpo.evaluate import against_baseline, mean_se, paired_gain, pass_at_k, win_rate
 
 
 def test_pass_at_k_hand_values() -> None:
@@ -43,3 +43,10 @@ def test_paired_gain_hand_values() -> None:
     assert paired_gain({"a": 0.6, "b": 0.9}, {"a": 0.5, "b": 0.8}) == (pytest.approx(0.1), pytest.approx(0.0))
     with pytest.raises(ValueError, match="round-0 outputs"):
         paired_gain({"a": 1.0}, {"b": 1.0})
+
+
+def test_against_baseline_counts_only_exact_correctness_for_the_gain() -> None:
+    # a: 1.0 vs 0.25 (win, newly correct); b: 0.5 vs 0.25 (win, wrong both times); c: tie at 1.0.
+    out = against_baseline({"a": 1.0, "b": 0.5, "c": 1.0}, {"a": 0.25, "b": 0.25, "c": 1.0})
+    assert out["win_rate"] == pytest.approx(5 / 6)
+    assert out["accuracy_gain"] == pytest.approx(1 / 3) and out["accuracy_gain_se"] == pytest.approx(1 / 3)

@@ -200,7 +200,10 @@ def test_slips(task: ArithmeticTask, prompt: str, slip: str) -> None:
     assert task.slip(prompt) == slip
     # A slip is well-formed: full credit where it changes nothing, partial credit (< 0.5) otherwise.
     reward = task.verify(prompt, slip)
-    assert reward == 1.0 if slip == task.answer(prompt) else 0.0 <= reward < 0.5
+    if slip == task.answer(prompt):
+        assert reward == 1.0
+    else:
+        assert 0.0 <= reward < 0.5
 
 
 def test_demo_noise_corrupts_only_sft_demonstrations() -> None:
