@@ -1,5 +1,8 @@
 """LarPO: `python run.py [overrides]` runs (or resumes) the whole pipeline. See README.md."""
 
+import logging
+import sys
+
 import hydra
 from omegaconf import DictConfig
 
@@ -10,7 +13,12 @@ import larpo.config  # noqa: F401  (registers the config schemas with Hydra's Co
 def main(cfg: DictConfig) -> None:
     from larpo.pipeline import run
 
-    run(cfg)
+    try:
+        run(cfg)
+    except KeyboardInterrupt:
+        # The pipeline has logged where it stopped; a traceback would add nothing a user needs.
+        logging.getLogger("larpo").error("interrupted; run the same command to resume")
+        sys.exit(130)
 
 
 if __name__ == "__main__":

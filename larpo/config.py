@@ -9,12 +9,47 @@ open ``Any`` nodes: their keys are the constructor arguments of the target.
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+import dataclasses
+import math
+from dataclasses import dataclass, field, fields, is_dataclass
 from enum import Enum
 from typing import Any
 
 from hydra.core.config_store import ConfigStore
 from omegaconf import MISSING
+
+
+@dataclass(frozen=True)
+class Bound:
+    """The allowed range of a numeric option; checked at start-up by :func:`validate_options`."""
+
+    lo: float | None = None
+    hi: float | None = None
+    lo_open: bool = False
+    hi_open: bool = False
+
+    def ok(self, v: float) -> bool:
+        if isinstance(v, float) and not math.isfinite(v):
+            return False
+        if self.lo is not None and (v <= self.lo if self.lo_open else v < self.lo):
+            return False
+        return not (self.hi is not None and (v >= self.hi if self.hi_open else v > self.hi))
+
+    def __str__(self) -> str:
+        if self.lo is not None and self.hi is not None:
+            return f"{'(' if self.lo_open else '['}{self.lo:g}, {self.hi:g}{')' if self.hi_open else ']'}"
+        if self.lo is not None:
+            return f"{'>' if self.lo_open else '>='} {self.lo:g}"
+        return f"{'<' if self.hi_open else '<='} {self.hi:g}"
+
+
+def bounded(default: Any, lo: float | None = None, hi: float | None = None, *, lo_open: bool = False,
+            hi_open: bool = False) -> Any:
+    """A dataclass field with an allowed range (None always passes: it means "not set")."""
+    return field(default=default, metadata={"bound": Bound(lo, hi, lo_open, hi_open)})
+
+
+POSITIVE = {"lo": 0, "lo_open": True}
 
 
 class Reference(str, Enum):
@@ -47,33 +82,34 @@ class ModelConfig:
 class SFTConfig:
     """Warm-start by supervised fine-tuning on the task's reference answers (round 0)."""
 
-    steps: int = 0  # 0 = no warm-start: round 0 is the pretrained model as loaded
-    batch_size: int = 128
-    lr: float = 3e-3
-    warmup_steps: int = 50
-    weight_decay: float = 0.0
+    steps: int = bounded(0, 0)  # 0 = no warm-start: round 0 is the pretrained model as loaded
+    batch_size: int = bounded(128, 1)
+    lr: float = bounded(3e-3, **POSITIVE)
+    warmup_steps: int = bounded(50, 0)
+    weight_decay: float = bounded(0.0, 0)
 
 
 @dataclass
 class SamplingConfig:
-    n_samples: int = 8  # candidates generated per prompt and round
-    prompts_per_round: int = 256
-    temperature: float = 1.0
-    top_p: float = 1.0
-    max_new_tokens: int = 16
-    batch_size: int = 64  # prompts per generate call (each expanded to n_samples sequences)
+    n_samples: int = bounded(8, 1)  # candidates generated per prompt and round
+    prompts_per_round: int = bounded(256, 1)
+    # > 0: temperature 0 (greedy) would give n identical candidates and nothing to rank.
+    temperature: float = bounded(1.0, **POSITIVE)
+    top_p: float = bounded(1.0, 0, 1, lo_open=True)
+    max_new_tokens: int = bounded(16, 1)
+    batch_size: int = bounded(64, 1)  # prompts per generate call (each expanded to n_samples sequences)
 
 
 @dataclass
 class TrainConfig:
-    lr: float = 1e-4
-    epochs: int = 2
-    lists_per_step: int = 32  # lists (prompts) per optimizer step; the rest is accumulation
-    max_tokens: int = 8192  # token budget of one micro-batch (padded, whole lists only)
-    warmup_ratio: float = 0.1
-    weight_decay: float = 0.0
-    max_grad_norm: float = 1.0
-    logprob_max_tokens: int = 16384  # token budget of a no-grad reference log-prob batch
+    lr: float = bounded(1e-4, **POSITIVE)
+    epochs: int = bounded(2, 1)
+    lists_per_step: int = bounded(32, 1)  # lists (prompts) per optimizer step; the rest is accumulation
+    max_tokens: int = bounded(8192, 1)  # token budget of one micro-batch (padded, whole lists only)
+    warmup_ratio: float = bounded(0.1, 0, 1, hi_open=True)
+    weight_decay: float = bounded(0.0, 0)
+    max_grad_norm: float = bounded(1.0, **POSITIVE)
+    logprob_max_tokens: int = bounded(16384, 1)  # token budget of a no-grad reference log-prob batch
     # Continue each round from the previous round's AdamW moments (saved as optimizer.pt in
     # the checkpoint) instead of a fresh optimizer; costs 2x the model's size on disk.
     carry_optimizer: bool = False
@@ -81,26 +117,29 @@ class TrainConfig:
 
 @dataclass
 class EvalConfig:
-    n_prompts: int | None = None  # held-out prompts for greedy metrics; None = all
-    batch_size: int = 256
-    pass_at_max: int = 8  # Pass@N reported for N = 1, 2, 4, ... up to this
-    pass_prompts: int = 200
-    pass_temperature: float = 1.0
+    n_prompts: int | None = bounded(None, 1)  # held-out prompts for greedy metrics; None = all
+    batch_size: int = bounded(256, 1)
+    pass_at_max: int = bounded(8, 0)  # Pass@N reported for N = 1, 2, 4, ... up to this; 0 = off
+    pass_prompts: int = bounded(200, 0)
+    pass_temperature: float = bounded(1.0, **POSITIVE)
     win_rate: bool = True  # round r vs round 0, the reward as judge (ties = 1/2)
 
 
 @dataclass
 class Config:
-    seed: int = 0
-    rounds: int = 3
+    seed: int = bounded(0, 0)
+    rounds: int = bounded(3, 0)
     name: str = "default"
     run_dir: str = MISSING
     stage: Stage = Stage.all
     round: int | None = None  # with stage=<name>: the round to (re-)run
     resume: bool = True
+    # Adopt a run directory that holds artifacts but no manifest.json (e.g. a copied round_0):
+    # without it such a directory is refused, since nothing says which config made it.
+    adopt: bool = False
     reference: Reference = Reference.behavior
     device: str = "auto"  # auto | cpu | cuda | cuda:N
-    threads: int | None = None  # torch CPU threads; None = torch's default
+    threads: int | None = bounded(None, 1)  # torch CPU threads; None = torch's default
     model: ModelConfig = field(default_factory=ModelConfig)
     sft: SFTConfig = field(default_factory=SFTConfig)
     sampling: SamplingConfig = field(default_factory=SamplingConfig)
@@ -115,7 +154,36 @@ class Config:
 
 # Keys that choose *what to do now* rather than *what the run is*: they may differ when a
 # run directory is resumed, and they do not name the run directory.
-VOLATILE_KEYS = ("stage", "round", "resume", "run_dir", "logger", "device", "threads")
+VOLATILE_KEYS = ("stage", "round", "resume", "adopt", "run_dir", "logger", "device", "threads")
+
+
+class ConfigError(ValueError):
+    """An option is out of its allowed range; the message names the key, the value and the range."""
+
+
+def _walk(schema: Any, node: Any, prefix: str) -> list[str]:
+    problems = []
+    for f in fields(schema):
+        value = node.get(f.name) if hasattr(node, "get") else getattr(node, f.name, None)
+        key = f"{prefix}{f.name}"
+        if f.default_factory is not dataclasses.MISSING and is_dataclass(f.default_factory):  # a sub-config
+            problems += _walk(f.default_factory, value, key + ".")
+            continue
+        bound = f.metadata.get("bound")
+        if bound is not None and value is not None and not bound.ok(value):
+            problems.append(f"{key}={value!r} is out of range: allowed {bound}")
+    return problems
+
+
+def validate_options(cfg: Any) -> None:
+    """Check every bounded option of ``cfg`` (a composed DictConfig) before any work is done."""
+    problems = _walk(Config, cfg, "")
+    if cfg.stage != "all" and cfg.round is None:
+        problems.append(f"stage={cfg.stage} needs round=<r>: the round whose stage to re-run")
+    if not (cfg.device in ("auto", "cpu", "mps") or str(cfg.device).startswith("cuda")):
+        problems.append(f"device={cfg.device!r} is not one of auto, cpu, cuda, cuda:N, mps")
+    if problems:
+        raise ConfigError("invalid option" + ("s" if len(problems) > 1 else "") + ": " + "; ".join(problems))
 
 
 def register_configs() -> None:

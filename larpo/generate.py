@@ -14,7 +14,7 @@ from collections.abc import Sequence
 
 import torch
 
-from larpo.artifacts import JsonlJournal
+from larpo.artifacts import BatchJournal
 from larpo.model import prompt_ids
 
 logger = logging.getLogger(__name__)
@@ -86,15 +86,17 @@ def sample(
 
 
 def generate_candidates(
-    model, tokenizer, examples: Sequence, sampling, seed: int, journal: JsonlJournal, round_: int
+    model, tokenizer, examples: Sequence, sampling, seed: int, journal: BatchJournal, round_: int
 ) -> None:
-    """Sample ``sampling.n_samples`` candidates for each example into ``journal``.
+    """Sample ``sampling.n_samples`` candidates for each example into ``journal``, batch by batch.
 
-    Batches already in the journal (from an interrupted run) are skipped.
+    Batch b is seeded with ``derive_seed(seed, round_, "generate", b)`` and journaled whole, so
+    batches already in the journal (from an interrupted run) are skipped and the others come
+    out exactly as an uninterrupted run would make them.
     """
     from tqdm.auto import tqdm
 
-    done = {row["prompt_id"] for row in journal.completed()}
+    done = journal.completed()
     bs = sampling.batch_size
     params = dict(
         n_samples=sampling.n_samples,
@@ -103,8 +105,12 @@ def generate_candidates(
         max_new_tokens=sampling.max_new_tokens,
     )
     batches = [examples[i : i + bs] for i in range(0, len(examples), bs)]
+    if done:
+        logger.info("round %d generate: resuming, %d of %d batches already journaled", round_, len(done), len(batches))
     for b, batch in enumerate(tqdm(batches, desc=f"round {round_} generate", leave=False)):
-        if all(ex.prompt_id in done for ex in batch):
+        if b in done:
+            if [row["prompt_id"] for row in done[b]] != [ex.prompt_id for ex in batch]:
+                raise ValueError(f"{journal.path}: batch {b} holds other prompts than this run's; delete the file")
             continue
         batch_seed = derive_seed(seed, round_, "generate", b)
         responses, finished = sample(
@@ -112,8 +118,8 @@ def generate_candidates(
             temperature=sampling.temperature, top_p=sampling.top_p,
             max_new_tokens=sampling.max_new_tokens, seed=batch_seed,
         )
-        journal.append(
+        journal.append(b, [
             {"prompt_id": ex.prompt_id, "prompt": ex.prompt, "responses": rs, "finished": fs,
              "sampling": {**params, "seed": batch_seed}}
             for ex, rs, fs in zip(batch, responses, finished)
-        )
+        ])

@@ -113,6 +113,7 @@ class WandbLogger(RunLogger):
         group: str | None = None,
         tags: list[str] | None = None,
         dir: str | None = None,  # same name as wandb.init's argument
+        init_timeout: float = 15.0,
     ) -> None:
         self.project = project
         self.entity = entity
@@ -120,6 +121,9 @@ class WandbLogger(RunLogger):
         self.group = group
         self.tags = list(tags) if tags else []
         self.dir = dir
+        # Seconds wandb may spend reaching its server (its own default is 90, then it aborts the
+        # run); past it we log offline instead: a logger must never cost a run.
+        self.init_timeout = init_timeout
         self._run: Any = None
 
     def start(
@@ -137,24 +141,34 @@ class WandbLogger(RunLogger):
             _offline_announced = True
         wandb_dir = Path(self.dir) if self.dir else Path(run_dir)
         wandb_dir.mkdir(parents=True, exist_ok=True)  # wandb.init needs an existing dir
-        self._run = wandb.init(
-            project=self.project,
-            entity=self.entity,
-            mode=mode,
-            group=self.group,
-            tags=self.tags,
-            dir=str(wandb_dir),
-            name=run_name,
-            config=strip_secrets(config or {}),
-        )
+        kwargs = dict(project=self.project, entity=self.entity, group=self.group, tags=self.tags,
+                      dir=str(wandb_dir), name=run_name, config=strip_secrets(config or {}))
+        try:
+            self._run = wandb.init(mode=mode, settings=wandb.Settings(init_timeout=self.init_timeout), **kwargs)
+        except Exception as e:  # wandb raises CommError, UsageError, timeouts...: none may stop the run
+            if mode == "offline":
+                raise
+            first_line = str(e).splitlines()[0][:200] if str(e) else ""
+            logger.warning("W&B could not start online (%s: %s); logging offline instead (sync later with "
+                           "`wandb sync`)", type(e).__name__, first_line)
+            self._run = wandb.init(mode="offline", **kwargs)
+
+    def _guarded(self, what: str, fn) -> None:
+        """Call ``fn`` on the run; a failure is logged once and turns the logger off."""
+        if self._run is None:
+            return
+        try:
+            fn(self._run)
+        except Exception as e:
+            logger.warning("W&B %s failed (%s: %s); no more metrics go to W&B in this run", what,
+                           type(e).__name__, e)
+            self._run = None
 
     def log(self, metrics: dict[str, float], step: int | None = None) -> None:
-        if self._run is not None:
-            self._run.log(dict(metrics), step=step)
+        self._guarded("log", lambda run: run.log(dict(metrics), step=step))
 
     def log_summary(self, summary: dict) -> None:
-        if self._run is not None:
-            self._run.summary.update(dict(summary))
+        self._guarded("summary", lambda run: run.summary.update(dict(summary)))
 
     def finish(self) -> None:
         # Clear the handle first: a second call (or one after a failed start) is a no-op.

@@ -33,12 +33,32 @@ def resolve_dtype(name: str) -> torch.dtype:
     return _DTYPES[name]
 
 
+class CheckpointError(RuntimeError):
+    """A model or tokenizer cannot be loaded; the message names the path."""
+
+
+def _looks_local(path: str) -> bool:
+    """A filesystem path rather than a hub id ("org/name"): absolute, relative with ./ or ../, or existing."""
+    return path.startswith(("/", "./", "../", "~")) or Path(path).expanduser().exists()
+
+
+def check_local(path: str | Path, what: str) -> None:
+    """A local path that does not exist fails here, not in the hub client ("Repo id must use ...")."""
+    path = str(path)
+    if _looks_local(path) and not Path(path).expanduser().exists():
+        raise CheckpointError(f"{what}: no such file or folder: {path}")
+
+
 def load_tokenizer(path: str | Path | None):
     """Load a tokenizer; None means the embedded character-level tokenizer of the repo."""
     from transformers import AutoTokenizer
 
     path = str(path) if path is not None else str(EMBEDDED_TOKENIZER)
-    tok = AutoTokenizer.from_pretrained(path)
+    check_local(path, "tokenizer")
+    try:
+        tok = AutoTokenizer.from_pretrained(path)
+    except (OSError, ValueError) as e:
+        raise CheckpointError(f"could not load a tokenizer from {path}: {e}") from e
     if tok.pad_token_id is None:
         # Many hub chat models ship no pad token; padding is masked out everywhere anyway.
         tok.pad_token = tok.eos_token
@@ -47,6 +67,19 @@ def load_tokenizer(path: str | Path | None):
     if not getattr(tok, "chat_template", None):
         raise ValueError(f"tokenizer at {path!r} has no chat_template; prompts are rendered with it")
     return tok
+
+
+def load_model_config(model_cfg):
+    """The policy's transformers config, without loading weights (for start-up checks)."""
+    from transformers import AutoConfig, LlamaConfig
+
+    if not model_cfg.pretrained:
+        return LlamaConfig(**dict(model_cfg.arch))
+    check_local(model_cfg.pretrained, "model.pretrained")
+    try:
+        return AutoConfig.from_pretrained(str(model_cfg.pretrained))
+    except (OSError, ValueError) as e:
+        raise CheckpointError(f"could not read the model config of {model_cfg.pretrained}: {e}") from e
 
 
 def build_model(arch: dict, tokenizer, dtype: torch.dtype = torch.float32):
@@ -70,10 +103,14 @@ def load_model(path: str | Path, dtype: torch.dtype = torch.float32, device: tor
     """``from_pretrained`` of a checkpoint directory or hub id, in eval mode, on ``device``."""
     from transformers import AutoModelForCausalLM
 
-    local = Path(path)
-    if (local.is_absolute() or local.exists()) and not (local / "config.json").exists():
-        raise FileNotFoundError(f"no model checkpoint at {local} (config.json missing)")
-    model = AutoModelForCausalLM.from_pretrained(str(path), dtype=dtype)
+    path = str(path)
+    check_local(path, "model checkpoint")
+    if _looks_local(path) and not (Path(path) / "config.json").exists():
+        raise CheckpointError(f"no model checkpoint at {path} (config.json missing)")
+    try:
+        model = AutoModelForCausalLM.from_pretrained(path, dtype=dtype)
+    except Exception as e:  # safetensors, torch and hub errors have no common base
+        raise CheckpointError(f"could not load the model at {path}: {type(e).__name__}: {e}") from e
     model.eval()
     if device is not None:
         model.to(device)

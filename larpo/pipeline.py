@@ -8,6 +8,7 @@ the next plain run recomputes what depended on it.
 
 from __future__ import annotations
 
+import errno
 import logging
 import platform
 import subprocess
@@ -19,8 +20,8 @@ import torch
 from hydra.utils import instantiate
 from omegaconf import DictConfig, OmegaConf
 
-from larpo.artifacts import RunDir, read_json, write_json
-from larpo.config import VOLATILE_KEYS, Stage
+from larpo.artifacts import RunDir, RunLock, read_json, write_json
+from larpo.config import VOLATILE_KEYS, Stage, validate_options
 from larpo.model import resolve_device, resolve_dtype
 from larpo.stages import ROUND_STAGES, ROUND_ZERO, STAGE_FUNCS, PipelineError, RunContext, summarize
 
@@ -62,12 +63,21 @@ def run_config(cfg: DictConfig) -> dict:
     return {k: v for k, v in resolved.items() if k not in VOLATILE_KEYS}
 
 
-def check_manifest(rd: RunDir, cfg: DictConfig) -> None:
-    """Write manifest.json on the first run; on resume refuse a config that differs."""
-    current = run_config(cfg)
+def _has_artifacts(rd: RunDir) -> bool:
+    """Outputs of an earlier run (Hydra's own .hydra/ and log files do not count)."""
+    return rd.summary.exists() or any(rd.root.glob("round_*"))
+
+
+def check_run_dir(rd: RunDir, cfg: DictConfig) -> bool:
+    """Refuse a run directory this config must not touch; True if the manifest is to be written.
+
+    Read-only, so a refused command changes nothing.
+    """
     if rd.manifest.exists():
+        if not cfg.resume:
+            raise PipelineError(f"{rd.root} already holds a run and resume=false; choose another run_dir=")
         old = read_json(rd.manifest).get("config", {})
-        a, b = _flatten(old), _flatten(current)
+        a, b = _flatten(old), _flatten(run_config(cfg))
         # `rounds` may grow: later rounds never change earlier ones.
         diff = sorted(k for k in set(a) | set(b) if a.get(k) != b.get(k) and k != "rounds")
         if diff:
@@ -76,8 +86,17 @@ def check_manifest(rd: RunDir, cfg: DictConfig) -> None:
                 f"{rd.root} was made with a different config ({len(diff)} key(s) differ: {shown}); "
                 "use another run_dir= or restore the original settings"
             )
-        return
-    write_json(rd.manifest, {"config": current, "git_sha": _git_sha(), "versions": _versions(),
+        return False
+    if _has_artifacts(rd) and not cfg.adopt:
+        raise PipelineError(
+            f"{rd.root} holds artifacts but no manifest.json, so nothing says which config made them; "
+            "use another run_dir=, or adopt=true to resume it with this config (a new manifest is written)"
+        )
+    return True
+
+
+def write_manifest(rd: RunDir, cfg: DictConfig) -> None:
+    write_json(rd.manifest, {"config": run_config(cfg), "git_sha": _git_sha(), "versions": _versions(),
                              "seed": cfg.seed, "created": time.strftime("%Y-%m-%dT%H:%M:%S%z")})
 
 
@@ -96,6 +115,11 @@ def build_context(cfg: DictConfig, metrics) -> RunContext:
                       device=resolve_device(cfg.device), dtype=resolve_dtype(cfg.model.dtype))
 
 
+# Errors of the storage itself: the stage's partial output is discarded or journaled, and the
+# same command resumes once the cause is fixed.
+_STORAGE_ERRNOS = {errno.ENOSPC, errno.EDQUOT, errno.EIO, errno.EROFS}
+
+
 def run_stage(ctx: RunContext, r: int, stage: str, force: bool = False) -> bool:
     """Run one stage unless its marker exists; returns whether it ran."""
     if ctx.rd.is_done(r, stage) and not force:
@@ -104,7 +128,18 @@ def run_stage(ctx: RunContext, r: int, stage: str, force: bool = False) -> bool:
     ctx.rd.clear_done(r, stage)
     t0 = time.perf_counter()
     logger.info("round %d: %s ...", r, stage)
-    STAGE_FUNCS[stage](ctx, r)
+    try:
+        STAGE_FUNCS[stage](ctx, r)
+    except KeyboardInterrupt:
+        logger.error("interrupted in round %d, stage %s; run the same command to resume", r, stage)
+        raise
+    except OSError as e:
+        if e.errno not in _STORAGE_ERRNOS:
+            raise
+        raise PipelineError(
+            f"round {r}, stage {stage}: {e.strerror} ({e.filename or 'while writing'}); nothing of this stage "
+            "was kept but its journal; free the space (or fix the file system) and run the same command to resume"
+        ) from e
     ctx.rd.mark_done(r, stage)
     logger.info("round %d: %s done in %.1f s", r, stage, time.perf_counter() - t0)
     return True
@@ -115,11 +150,14 @@ def stages_of(r: int) -> tuple[str, ...]:
 
 
 def rerun_one(ctx: RunContext, stage: str, r: int | None) -> None:
-    """``stage=<name> round=<r>``: re-run one stage, then clear the markers that depend on it."""
+    """``stage=<name> round=<r>``: clear the markers that depend on it, then re-run one stage.
+
+    The markers go first: if the re-run fails, a later plain run must not trust outputs that
+    were made from the old version of this stage's output.
+    """
     if r is None or not 0 <= r <= ctx.cfg.rounds or stage not in stages_of(r):
         valid = "round=0 for sft; round=0..rounds for evaluate; round>=1 for the others"
         raise PipelineError(f"stage={stage} round={r} does not exist ({valid})")
-    run_stage(ctx, r, stage, force=True)
     downstream = [(r, s) for s in stages_of(r)[stages_of(r).index(stage) + 1 :]]
     downstream += [(q, s) for q in range(r + 1, ctx.cfg.rounds + 1) for s in stages_of(q)]
     cleared = [f"round {q} {s}" for q, s in downstream if ctx.rd.is_done(q, s)]
@@ -128,36 +166,47 @@ def rerun_one(ctx: RunContext, stage: str, r: int | None) -> None:
     if cleared:
         logger.warning("cleared done markers downstream of round %d %s: %s; a plain run recomputes them",
                        r, stage, ", ".join(cleared))
+    run_stage(ctx, r, stage, force=True)
 
 
 def run(cfg: DictConfig) -> dict:
-    """Run (or resume) the whole pipeline, or one stage; returns summary.json's content."""
+    """Run (or resume) the whole pipeline, or one stage; returns summary.json's content.
+
+    Everything that can be checked is checked before the run directory is touched: every
+    option (:func:`validate_options`), the components and how they fit (:func:`build_context`),
+    the model's context length (:func:`preflight`), and whether this config may use the run
+    directory (:func:`check_run_dir`). Then the directory is locked for this process.
+    """
     from transformers.utils import logging as hf_logging
 
     from larpo.loggers import logging_run
+    from larpo.preflight import preflight
     from larpo.report import write_report
 
     hf_logging.disable_progress_bar()  # per-shard bars on every checkpoint load drown the stage log
+    validate_options(cfg)
     if cfg.threads:
         torch.set_num_threads(cfg.threads)
     rd = RunDir(cfg.run_dir)
-    if not cfg.resume and rd.manifest.exists():
-        raise PipelineError(f"{rd.root} already holds a run and resume=false; choose another run_dir=")
     metrics = instantiate(cfg.logger)
-    ctx = build_context(cfg, metrics)  # validates before anything is written
-    check_manifest(rd, cfg)
-    logger.info("run directory: %s", rd.root.resolve())
-    resolved = OmegaConf.to_container(cfg, resolve=True, enum_to_str=True)
-    with logging_run(metrics, resolved, rd.root, run_name=cfg.name):
-        if cfg.stage == "all":
-            for r in range(cfg.rounds + 1):
-                for stage in stages_of(r):
-                    run_stage(ctx, r, stage)
-                summarize(rd, cfg.rounds)
-        else:
-            rerun_one(ctx, Stage(cfg.stage).value, cfg.round)
-        summary = summarize(rd, cfg.rounds)
-        metrics.log_summary({"rounds": summary["rounds"]})
-        if summary["rounds"]:
-            logger.info("per-round results (%s):\n%s", rd.summary, write_report(rd.root))
+    ctx = build_context(cfg, metrics)
+    preflight(ctx)
+    check_run_dir(rd, cfg)
+    with RunLock(rd.root):
+        if check_run_dir(rd, cfg):  # again under the lock: another process may have started it meanwhile
+            write_manifest(rd, cfg)
+        logger.info("run directory: %s", rd.root.resolve())
+        resolved = OmegaConf.to_container(cfg, resolve=True, enum_to_str=True)
+        with logging_run(metrics, resolved, rd.root, run_name=cfg.name):
+            if cfg.stage == "all":
+                for r in range(cfg.rounds + 1):
+                    for stage in stages_of(r):
+                        run_stage(ctx, r, stage)
+                    summarize(rd, cfg.rounds)
+            else:
+                rerun_one(ctx, Stage(cfg.stage).value, cfg.round)
+            summary = summarize(rd, cfg.rounds)
+            metrics.log_summary({"rounds": summary["rounds"]})
+            if summary["rounds"]:
+                logger.info("per-round results (%s):\n%s", rd.summary, write_report(rd.root))
     return summary

@@ -10,6 +10,8 @@ PairRM later) implements the same interface, chosen in ``conf/reward/`` by ``_ta
 from __future__ import annotations
 
 import logging
+import math
+import numbers
 from collections.abc import Sequence
 from typing import Protocol
 
@@ -43,7 +45,12 @@ class VerifierReward:
 
 
 def score_rows(reward: Reward, rows: Sequence[dict]) -> list[dict]:
-    """``scores.jsonl`` rows for ``generations.jsonl`` rows, checking the reward's output shape."""
+    """``scores.jsonl`` rows for ``generations.jsonl`` rows, checking the reward's output.
+
+    A reward model's output is checked like a file: one finite number per candidate. A NaN
+    would otherwise be ranked best by the selection's sort, and a short list would lose
+    candidates silently.
+    """
     rewards = reward.score(
         [row["prompt"] for row in rows], [row["responses"] for row in rows], [row["finished"] for row in rows]
     )
@@ -51,10 +58,11 @@ def score_rows(reward: Reward, rows: Sequence[dict]) -> list[dict]:
         raise ValueError(f"reward {reward.name!r} returned {len(rewards)} score lists for {len(rows)} prompts")
     out = []
     for row, rs in zip(rows, rewards):
+        where = f"reward {reward.name!r}, prompt {row['prompt_id']!r}"
         if len(rs) != len(row["responses"]):
-            raise ValueError(
-                f"reward {reward.name!r} returned {len(rs)} scores for {len(row['responses'])} "
-                f"candidates of prompt {row['prompt_id']!r}"
-            )
+            raise ValueError(f"{where}: {len(rs)} scores for {len(row['responses'])} candidates")
+        for j, x in enumerate(rs):
+            if isinstance(x, bool) or not isinstance(x, numbers.Real) or not math.isfinite(x):
+                raise ValueError(f"{where}: candidate {j} got the score {x!r}, not a finite number")
         out.append({"prompt_id": row["prompt_id"], "rewards": [float(x) for x in rs], "reward_model": reward.name})
     return out

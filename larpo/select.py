@@ -9,6 +9,9 @@ from __future__ import annotations
 import logging
 from collections.abc import Sequence
 
+from larpo.artifacts import ArtifactError
+from larpo.schemas import Table
+
 logger = logging.getLogger(__name__)
 
 
@@ -66,22 +69,25 @@ class TopBottom(Selector):
             )
 
     def __call__(self, rewards: Sequence[float]) -> list[int]:
+        if len(rewards) < self.n_top + self.n_bottom:
+            # Slicing would hand the same candidate to both ends of the list.
+            raise ValueError(f"{len(rewards)} candidates cannot give the top {self.n_top} and the bottom "
+                             f"{self.n_bottom} (select.n_top + select.n_bottom)")
         order = rank_by_reward(rewards)
         return order[: self.n_top] + order[len(order) - self.n_bottom :]
 
 
-def build_lists(selector: Selector, generations: Sequence[dict], scores: Sequence[dict]) -> list[dict]:
-    """Join generations with scores by prompt_id and apply the selector (no log-probs yet)."""
-    by_id = {row["prompt_id"]: row for row in scores}
+def build_lists(selector: Selector, generations: Table, scores: Table) -> list[dict]:
+    """Join validated generations and scores by prompt_id and apply the selector (no log-probs yet)."""
+    pos = scores.index()
     lists, n_tied = [], 0
-    for gen in generations:
+    for i, gen in enumerate(generations):
         pid = gen["prompt_id"]
-        if pid not in by_id:
-            raise ValueError(f"prompt_id {pid!r} of generations.jsonl has no row in scores.jsonl")
-        rewards = by_id[pid]["rewards"]
-        if len(rewards) != len(gen["responses"]):
-            raise ValueError(f"prompt_id {pid!r}: {len(rewards)} rewards for {len(gen['responses'])} responses")
-        keep = selector(rewards)
+        rewards = scores.rows[pos[pid]]["rewards"]
+        try:
+            keep = selector(rewards)
+        except ValueError as e:
+            raise ArtifactError(f"{generations.where(i)}: prompt_id {pid!r}: {e}") from None
         if selector.drop_ties and len({rewards[i] for i in keep}) < 2:
             n_tied += 1
             continue

@@ -13,9 +13,10 @@ from typing import Any
 
 import torch
 
-from larpo.artifacts import JsonlJournal, RunDir, read_json, read_jsonl, write_json, write_jsonl
+from larpo.artifacts import BatchJournal, RunDir, read_json, write_json, write_jsonl
 from larpo.generate import derive_seed, generate_candidates
-from larpo.model import build_model, load_model, load_optimizer_state, load_tokenizer, save_checkpoint
+from larpo.model import CheckpointError, build_model, load_model, load_optimizer_state, load_tokenizer, save_checkpoint
+from larpo.schemas import EVAL_OUTPUTS, GENERATIONS, LISTS, SCORES, Table, check_candidates, check_ids, read_table
 
 logger = logging.getLogger(__name__)
 
@@ -47,7 +48,15 @@ class RunContext:
 
     def load_policy(self, r: int):
         path = self.checkpoint(r)
-        return load_model(path, self.dtype, self.device), load_tokenizer(path)
+        try:
+            return load_model(path, self.dtype, self.device), load_tokenizer(path)
+        except CheckpointError as e:
+            redo = "stage=sft round=0" if r == 0 else f"stage=train round={r}"
+            raise PipelineError(f"{e}; the round-{r} checkpoint is damaged: re-create it with `{redo}`") from e
+
+    def generations(self, r: int) -> Table:
+        n = self.cfg.sampling.n_samples
+        return read_table(self.rd.generations(r), GENERATIONS, n_candidates=(n, n))
 
     def log(self, metrics: dict) -> None:
         self.metrics.log(metrics)
@@ -80,7 +89,7 @@ def stage_sft(ctx: RunContext, r: int) -> None:
 
 def stage_generate(ctx: RunContext, r: int) -> None:
     model, tok = ctx.load_policy(r - 1)
-    journal = JsonlJournal(ctx.rd.generations(r))
+    journal = BatchJournal(ctx.rd.generations(r))
     generate_candidates(model, tok, round_prompts(ctx, r), ctx.cfg.sampling, ctx.cfg.seed, journal, r)
     journal.commit()
 
@@ -88,16 +97,18 @@ def stage_generate(ctx: RunContext, r: int) -> None:
 def stage_score(ctx: RunContext, r: int) -> None:
     from larpo.score import score_rows
 
-    gens = read_jsonl(ctx.rd.generations(r), required=("prompt_id", "prompt", "responses", "finished"))
-    write_jsonl(ctx.rd.scores(r), score_rows(ctx.reward, gens))
+    gens = ctx.generations(r)
+    write_jsonl(ctx.rd.scores(r), score_rows(ctx.reward, gens.rows))
 
 
 def stage_select(ctx: RunContext, r: int) -> None:
     from larpo.logprobs import list_logps
     from larpo.select import build_lists
 
-    gens = read_jsonl(ctx.rd.generations(r), required=("prompt_id", "prompt", "responses", "finished"))
-    scores = read_jsonl(ctx.rd.scores(r), required=("prompt_id", "rewards"))
+    gens = ctx.generations(r)
+    scores = read_table(ctx.rd.scores(r), SCORES)
+    check_ids(scores, gens)
+    check_candidates(scores, gens, "rewards", "responses")
     lists = build_lists(ctx.selector, gens, scores)
     if not lists:
         raise PipelineError(f"round {r}: no list carries a preference (all rewards tied); nothing to train on")
@@ -112,12 +123,13 @@ def stage_select(ctx: RunContext, r: int) -> None:
 def stage_train(ctx: RunContext, r: int) -> None:
     from larpo.train import train_on_lists
 
-    rows = read_jsonl(ctx.rd.lists(r), required=("prompt", "responses", "finished", "rewards", "ref_logps"))
+    rows = read_table(ctx.rd.lists(r), LISTS, n_candidates=(ctx.loss_fn.min_candidates, None))
+    check_ids(rows, ctx.generations(r), exact=False)
     model, tok = ctx.load_policy(r - 1)
     seed = derive_seed(ctx.cfg.seed, r, "train")
     torch.manual_seed(seed)
     carry = ctx.cfg.train.carry_optimizer
-    stats, opt_state = train_on_lists(model, tok, rows, ctx.loss_fn, ctx.cfg.train, seed,
+    stats, opt_state = train_on_lists(model, tok, rows.rows, ctx.loss_fn, ctx.cfg.train, seed,
                                       lambda m: ctx.log({**m, "round": r}),
                                       load_optimizer_state(ctx.checkpoint(r - 1)) if carry else None)
     save_checkpoint(model, tok, ctx.rd.checkpoint(r), opt_state if carry else None)
@@ -138,7 +150,7 @@ def stage_evaluate(ctx: RunContext, r: int) -> None:
         metrics.update(pass_at_n(model, tok, ctx.reward, examples[: cfg.pass_prompts], cfg, max_new,
                                  derive_seed(ctx.cfg.seed, r, "eval")))
     if cfg.win_rate:
-        base = {row["prompt_id"]: row["reward"] for row in read_jsonl(ctx.rd.eval_outputs(0))}
+        base = {row["prompt_id"]: row["reward"] for row in read_table(ctx.rd.eval_outputs(0), EVAL_OUTPUTS)}
         metrics.update(against_baseline({x["prompt_id"]: x["reward"] for x in rows}, base))
     write_json(ctx.rd.eval(r), metrics)
     ctx.log({**{f"eval/{k}": v for k, v in metrics.items()}, "round": r})

@@ -83,6 +83,7 @@ def train_on_lists(
     rng = random.Random(seed)
     model.train()
     step, tokens, losses, t0 = 0, 0, [], time.perf_counter()
+    first: dict[str, float] = {}
     bar = tqdm(total=total, desc="train", leave=False)
     for epoch in range(cfg.epochs):
         order = list(range(len(rows)))
@@ -104,6 +105,8 @@ def train_on_lists(
             opt.zero_grad(set_to_none=True)
             step += 1
             losses.append(metrics["loss"])
+            if step == 1:  # before any update: under reference=behavior, policy == reference here
+                first = {**metrics, "grad_norm": float(grad_norm)}
             log({**{f"train/{k}": v for k, v in metrics.items()}, "train/grad_norm": float(grad_norm),
                  "train/lr": sched.get_last_lr()[0], "train/epoch": epoch})
             bar.update()
@@ -113,5 +116,5 @@ def train_on_lists(
     wall = time.perf_counter() - t0
     summary = {"loss": sum(losses) / max(len(losses), 1), "final_loss": losses[-1] if losses else float("nan"),
                "steps": step, "lists": len(rows), "wall_s": round(wall, 2),
-               "tokens_per_s": round(tokens / max(wall, 1e-9), 1)}
+               "tokens_per_s": round(tokens / max(wall, 1e-9), 1), "first_step": first}
     return summary, opt.state_dict()

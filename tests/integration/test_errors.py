@@ -62,7 +62,7 @@ def test_malformed_jsonl_line_names_file_and_line(finished_run, smoke_cfg):
 def test_missing_field_names_file_line_and_field(finished_run, smoke_cfg):
     rd = RunDir(finished_run.run_dir)
     rd.scores(1).write_text('{"prompt_id": "train-00000"}\n')
-    with pytest.raises(ArtifactError, match=r"scores.jsonl:1: missing field\(s\) \['rewards'\]"):
+    with pytest.raises(ArtifactError, match=r"scores.jsonl:1: missing field\(s\) \['rewards', 'reward_model'\]"):
         run(smoke_cfg("stage=select", "round=1", *FAST))
 
 

@@ -1,4 +1,10 @@
-"""End-to-end: the whole pipeline on the shrunk `experiment=smoke` config."""
+"""End-to-end: the whole pipeline on the shrunk `experiment=smoke` config.
+
+Beyond "every artifact exists", the contract check pins the artifacts to values computed here
+independently of the code under test: each round's prompt slice, per-batch sampling seeds, the
+verifier's rewards, the top/bottom selection, the reference log-probs (a plain forward of the
+behaviour checkpoint, one sequence at a time), the evaluation split and its accuracy.
+"""
 
 from __future__ import annotations
 
@@ -6,10 +12,12 @@ from pathlib import Path
 
 import pytest
 import torch
+from hydra.utils import instantiate
 from safetensors.torch import load_file
 
 from larpo import stages
-from larpo.artifacts import JsonlJournal, RunDir, read_json, read_jsonl
+from larpo.artifacts import BatchJournal, RunDir, read_json, read_jsonl
+from larpo.generate import derive_seed
 from larpo.pipeline import run
 
 ROUNDS = 2  # experiment=smoke
@@ -23,48 +31,102 @@ def weights(path: Path) -> dict[str, torch.Tensor]:
     return load_file(str(path / "model.safetensors"))
 
 
-def check_contract(rd: RunDir, n_samples: int, list_size: int) -> None:
-    """Every artifact of DESIGN §3, to the field name."""
+@torch.no_grad()
+def naive_logp(model, tok, prompt: str, response: str, finished: bool) -> float:
+    """log π(response | prompt) the slow, obvious way: one unpadded sequence, full log_softmax."""
+    rendered = tok.apply_chat_template([{"role": "user", "content": prompt}], add_generation_prompt=True,
+                                       tokenize=False)
+    p = tok(rendered, add_special_tokens=False)["input_ids"]
+    r = tok(response, add_special_tokens=False)["input_ids"] + ([tok.eos_token_id] if finished else [])
+    ids = torch.tensor([p + r])
+    logp = torch.log_softmax(model(input_ids=ids).logits[0].double(), -1)
+    return float(sum(logp[len(p) - 1 + t, tok_id] for t, tok_id in enumerate(r)))
+
+
+def check_contract(cfg, rd: RunDir) -> None:
+    """Every artifact of DESIGN §3, to the field name, and its values."""
+    from larpo.model import load_model, load_tokenizer
+
+    task = instantiate(cfg.task)
+    n_samples, n_top, n_bottom = cfg.sampling.n_samples, cfg.select.n_top, cfg.select.n_bottom
     manifest = read_json(rd.manifest)
     assert {"config", "git_sha", "versions", "seed"} <= set(manifest)
     assert "stage" not in manifest["config"]  # volatile keys are not part of the run's identity
+    eval_ids = [ex.prompt_id for ex in task.split("eval")]
+    train = task.split("train")
+    acc0 = read_json(rd.eval(0))["accuracy"]
     for r in range(ROUNDS + 1):
         assert (rd.checkpoint(r) / "config.json").exists()
         assert (rd.checkpoint(r) / "tokenizer_config.json").exists()
         ev = read_json(rd.eval(r))
         assert {"accuracy", "accuracy_se", "mean_reward", "win_rate", "pass@1", "pass@4"} <= set(ev)
-        assert 0.0 <= ev["accuracy"] <= 1.0 and 0.0 <= ev["win_rate"] <= 1.0
+        # Evaluation covers the whole eval split, and its accuracy is that of the saved outputs.
+        outputs = read_jsonl(rd.eval_outputs(r))
+        assert [o["prompt_id"] for o in outputs] == eval_ids
+        by_id = {ex.prompt_id: ex for ex in task.split("eval")}
+        rewards = [task.verify(by_id[o["prompt_id"]].prompt, o["response"], o["finished"]) for o in outputs]
+        assert [o["reward"] for o in outputs] == rewards
+        assert ev["accuracy"] == pytest.approx(sum(x == 1.0 for x in rewards) / len(rewards))
+        assert ev["n_eval"] == len(eval_ids)
         # Same prompts every round: the mean paired difference is the difference of accuracies.
-        assert ev["accuracy_gain"] == pytest.approx(ev["accuracy"] - read_json(rd.eval(0))["accuracy"])
+        assert ev["accuracy_gain"] == pytest.approx(ev["accuracy"] - acc0)
         assert ev["pass@1"] <= ev["pass@2"] <= ev["pass@4"]
         stages_r = ("sft", "evaluate") if r == 0 else ("generate", "score", "select", "train", "evaluate")
         assert all(rd.is_done(r, s) for s in stages_r)
         if r == 0:
             continue
         gens = read_jsonl(rd.generations(r))
-        assert gens and all(set(g) == GEN_FIELDS and len(g["responses"]) == n_samples for g in gens)
-        assert all(len(g["finished"]) == n_samples for g in gens)
+        n = cfg.sampling.prompts_per_round
+        # Round r takes the r-th slice of the train prompts.
+        assert [g["prompt_id"] for g in gens] == [ex.prompt_id for ex in train[(r - 1) * n : r * n]]
+        assert all(set(g) == GEN_FIELDS and len(g["responses"]) == len(g["finished"]) == n_samples for g in gens)
+        bs = cfg.sampling.batch_size
+        assert [g["sampling"]["seed"] for g in gens] == [derive_seed(cfg.seed, r, "generate", i // bs)
+                                                         for i in range(len(gens))]
         scores = read_jsonl(rd.scores(r))
         assert [s["prompt_id"] for s in scores] == [g["prompt_id"] for g in gens]
-        assert all(set(s) == SCORE_FIELDS and len(s["rewards"]) == n_samples for s in scores)
-        assert all(0.0 <= x <= 1.0 for s in scores for x in s["rewards"])
-        lists = read_jsonl(rd.lists(r))
-        for row in lists:
-            assert set(row) == LIST_FIELDS
-            assert len(row["responses"]) == len(row["rewards"]) == len(row["ref_logps"]) == list_size
-            assert row["rewards"] == sorted(row["rewards"], reverse=True)
-            assert all(lp < 0 for lp in row["ref_logps"])
+        assert all(set(s) == SCORE_FIELDS for s in scores)
+        for g, s in zip(gens, scores):
+            assert s["rewards"] == [task.verify(g["prompt"], y, f) for y, f in zip(g["responses"], g["finished"])]
+        check_lists(rd, r, gens, scores, n_top, n_bottom)
+        check_reference(cfg, rd, r, load_model, load_tokenizer)
+        # At the first step under reference=behavior the policy *is* the reference: γ = 0 exactly.
+        first = read_json(rd.train_log(r))["first_step"]
+        assert abs(first["chosen_reward"]) < 1e-4 and abs(first["margin"]) < 1e-4
     summary = read_json(rd.summary)
     assert [x["round"] for x in summary["rounds"]] == list(range(ROUNDS + 1))
     assert (rd.root / "summary.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
     assert not list(rd.root.rglob("*.tmp")) and not list(rd.root.rglob("*.partial"))
 
 
+def check_lists(rd: RunDir, r: int, gens: list, scores: list, n_top: int, n_bottom: int) -> None:
+    lists = {row["prompt_id"]: row for row in read_jsonl(rd.lists(r))}
+    assert lists and all(set(row) == LIST_FIELDS for row in lists.values())
+    for g, s in zip(gens, scores):
+        rewards = s["rewards"]
+        ranked = sorted(range(len(rewards)), key=lambda i: -rewards[i])  # stable: ties keep sample order
+        keep = ranked[:n_top] + ranked[-n_bottom:]
+        row = lists[g["prompt_id"]]  # smoke keeps tied lists (select.drop_ties=false)
+        assert row["responses"] == [g["responses"][i] for i in keep]
+        assert row["finished"] == [g["finished"][i] for i in keep]
+        assert row["rewards"] == [rewards[i] for i in keep]
+
+
+def check_reference(cfg, rd: RunDir, r: int, load_model, load_tokenizer) -> None:
+    """Stored reference log-probs = the behaviour policy's (round r-1), recomputed one by one."""
+    ref_round = r - 1 if cfg.reference == "behavior" else 0
+    model, tok = load_model(rd.checkpoint(ref_round)), load_tokenizer(rd.checkpoint(ref_round))
+    rows = read_jsonl(rd.lists(r))
+    for row in rows[:6]:
+        expect = [naive_logp(model, tok, row["prompt"], y, f) for y, f in zip(row["responses"], row["finished"])]
+        assert row["ref_logps"] == pytest.approx(expect, abs=1e-4), row["prompt_id"]
+
+
 def test_smoke_end_to_end_and_rerun_does_no_work(smoke_cfg, tmp_path, monkeypatch):
     cfg = smoke_cfg()
     summary = run(cfg)
     rd = RunDir(cfg.run_dir)
-    check_contract(rd, n_samples=cfg.sampling.n_samples, list_size=cfg.select.n_top + cfg.select.n_bottom)
+    check_contract(cfg, rd)
     assert len(summary["rounds"]) == ROUNDS + 1
     # The policy changed: round 2's weights differ from round 0's.
     w0, w2 = weights(rd.checkpoint(0)), weights(rd.checkpoint(ROUNDS))
@@ -74,8 +136,20 @@ def test_smoke_end_to_end_and_rerun_does_no_work(smoke_cfg, tmp_path, monkeypatc
         monkeypatch.setitem(stages.STAGE_FUNCS, name, lambda ctx, r, name=name: pytest.fail(f"{name} re-ran"))
     mtimes = {p: p.stat().st_mtime_ns for p in rd.root.rglob("*") if p.is_file() and p.suffix != ".png"}
     mtimes.pop(rd.summary)
+    mtimes.pop(rd.root / ".lock")  # names the current holder, so every run rewrites it
     assert run(cfg)["rounds"] == summary["rounds"]
     assert {p: p.stat().st_mtime_ns for p in mtimes} == mtimes
+
+
+def test_reference_initial_uses_the_round0_policy(smoke_cfg):
+    """reference=initial: round 2's reference log-probs come from round 0, so γ ≠ 0 at its first step."""
+    cfg = smoke_cfg("reference=initial", "eval.pass_at_max=0", "threads=1")
+    run(cfg)
+    rd = RunDir(cfg.run_dir)
+    from larpo.model import load_model, load_tokenizer
+
+    check_reference(cfg, rd, 2, load_model, load_tokenizer)
+    assert abs(read_json(rd.train_log(2))["first_step"]["margin"]) > 1e-3
 
 
 class Interrupt(BaseException):
@@ -87,23 +161,23 @@ def test_interrupted_stage_resumes_to_identical_artifacts(smoke_cfg, tmp_path, m
     run(ref_cfg)
 
     cfg = smoke_cfg(run_dir=tmp_path / "interrupted")
-    original_append = JsonlJournal.append
+    original_append = BatchJournal.append
     calls = {"n": 0}
 
-    def append_then_die(self, rows):
-        original_append(self, rows)
+    def append_then_die(self, batch, rows):
+        original_append(self, batch, rows)
         calls["n"] += 1
         if "round_2" in str(self.path) and calls["n"] >= 3:  # round 2, after one batch is written
             raise Interrupt
 
-    monkeypatch.setattr(JsonlJournal, "append", append_then_die)
+    monkeypatch.setattr(BatchJournal, "append", append_then_die)
     with pytest.raises(Interrupt):
         run(cfg)
     rd = RunDir(cfg.run_dir)
-    partial = JsonlJournal(rd.generations(2)).path
+    partial = BatchJournal(rd.generations(2)).path
     assert partial.exists() and not rd.generations(2).exists()
-    assert 0 < len(partial.read_text().splitlines()) < cfg.sampling.prompts_per_round
-    monkeypatch.setattr(JsonlJournal, "append", original_append)
+    assert len(BatchJournal(rd.generations(2)).completed()) == 1
+    monkeypatch.setattr(BatchJournal, "append", original_append)
     run(cfg)
 
     ref = RunDir(ref_cfg.run_dir)
