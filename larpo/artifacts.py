@@ -133,21 +133,21 @@ def iter_jsonl_lines(path: str | os.PathLike) -> Iterator[tuple[int, dict]]:
     path = Path(path)
     if not path.exists():
         raise ArtifactError(f"missing artifact: {path} (an earlier stage writes it; run without stage= first)")
-    with open(path, encoding="utf-8", errors="strict") as f:
-        lineno = 0
-        try:
-            for lineno, line in enumerate(f, start=1):  # noqa: B007 (read in the except clause)
-                if not line.strip():
-                    continue
-                try:
-                    row = json.loads(line, parse_constant=_reject_constant)
-                except (json.JSONDecodeError, ValueError) as e:
-                    raise ArtifactError(f"{path}:{lineno}: malformed JSON line ({getattr(e, 'msg', e)})") from None
-                if not isinstance(row, dict):
-                    raise ArtifactError(f"{path}:{lineno}: expected a JSON object per line")
-                yield lineno, row
-        except UnicodeDecodeError as e:
-            raise ArtifactError(f"{path}:{lineno + 1}: not UTF-8 text ({e.reason})") from None
+    with open(path, "rb") as f:  # bytes, decoded line by line, so a bad byte is reported on its own line
+        for lineno, raw in enumerate(f, start=1):
+            try:
+                line = raw.decode("utf-8")
+            except UnicodeDecodeError as e:
+                raise ArtifactError(f"{path}:{lineno}: not UTF-8 text ({e.reason})") from None
+            if not line.strip():
+                continue
+            try:
+                row = json.loads(line, parse_constant=_reject_constant)
+            except (json.JSONDecodeError, ValueError) as e:
+                raise ArtifactError(f"{path}:{lineno}: malformed JSON line ({getattr(e, 'msg', e)})") from None
+            if not isinstance(row, dict):
+                raise ArtifactError(f"{path}:{lineno}: expected a JSON object per line")
+            yield lineno, row
 
 
 def iter_jsonl(path: str | os.PathLike, required: Iterable[str] = ()) -> Iterator[dict]:

@@ -179,7 +179,7 @@ def validate_options(cfg: Any) -> None:
     """Check every bounded option of ``cfg`` (a composed DictConfig) before any work is done."""
     problems = _walk(Config, cfg, "")
     if cfg.stage != "all" and cfg.round is None:
-        problems.append(f"stage={cfg.stage} needs round=<r>: the round whose stage to re-run")
+        problems.append(f"stage={Stage(cfg.stage).value} needs round=<r>: the round whose stage to re-run")
     if not (cfg.device in ("auto", "cpu", "mps") or str(cfg.device).startswith("cuda")):
         problems.append(f"device={cfg.device!r} is not one of auto, cpu, cuda, cuda:N, mps")
     if problems:

@@ -21,7 +21,7 @@ from hydra.utils import instantiate
 from omegaconf import DictConfig, OmegaConf
 
 from larpo.artifacts import RunDir, RunLock, read_json, write_json
-from larpo.config import VOLATILE_KEYS, Stage, validate_options
+from larpo.config import VOLATILE_KEYS, ConfigError, Stage, validate_options
 from larpo.model import resolve_device, resolve_dtype
 from larpo.stages import ROUND_STAGES, ROUND_ZERO, STAGE_FUNCS, PipelineError, RunContext, summarize
 
@@ -100,17 +100,28 @@ def write_manifest(rd: RunDir, cfg: DictConfig) -> None:
                              "seed": cfg.seed, "created": time.strftime("%Y-%m-%dT%H:%M:%S%z")})
 
 
+def make(node: DictConfig, group: str, **kwargs):
+    """``instantiate`` with the constructor's own message (Hydra wraps it in three lines of context)."""
+    from hydra.errors import InstantiationException
+
+    try:
+        return instantiate(node, **kwargs)
+    except InstantiationException as e:
+        cause = e.__cause__
+        raise ConfigError(str(cause) if isinstance(cause, (ValueError, TypeError)) else f"{group}: {e}") from e
+
+
 def build_context(cfg: DictConfig, metrics) -> RunContext:
     """Instantiate the components named by ``_target_`` and check they fit together."""
-    task = instantiate(cfg.task)
-    selector = instantiate(cfg.select)
-    loss_fn = instantiate(cfg.loss)
+    task = make(cfg.task, "task")
+    selector = make(cfg.select, "select")
+    loss_fn = make(cfg.loss, "loss")
     selector.validate(cfg.sampling.n_samples)
     k = selector.list_size(cfg.sampling.n_samples)
     if k < loss_fn.min_candidates:
         raise ValueError(f"loss {loss_fn.name!r} needs lists of at least {loss_fn.min_candidates} candidates, "
                          f"but select/sampling give lists of {k}")
-    return RunContext(cfg=cfg, rd=RunDir(cfg.run_dir), task=task, reward=instantiate(cfg.reward, task=task),
+    return RunContext(cfg=cfg, rd=RunDir(cfg.run_dir), task=task, reward=make(cfg.reward, "reward", task=task),
                       selector=selector, loss_fn=loss_fn, metrics=metrics,
                       device=resolve_device(cfg.device), dtype=resolve_dtype(cfg.model.dtype))
 
@@ -188,7 +199,7 @@ def run(cfg: DictConfig) -> dict:
     if cfg.threads:
         torch.set_num_threads(cfg.threads)
     rd = RunDir(cfg.run_dir)
-    metrics = instantiate(cfg.logger)
+    metrics = make(cfg.logger, "logger")
     ctx = build_context(cfg, metrics)
     preflight(ctx)
     check_run_dir(rd, cfg)

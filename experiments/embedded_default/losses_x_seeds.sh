@@ -19,7 +19,7 @@ for seed in 0 1; do
       mkdir -p "$d"; cp -r "$out/s${seed}_listwise/round_0" "$d/"
     fi
     start=$(date +%s)
-    "$py" run.py run_dir="$d" seed=$seed loss=$loss > "$d.log" 2>&1
+    "$py" run.py run_dir="$d" adopt=true seed=$seed loss=$loss > "$d.log" 2>&1
     echo $(( $(date +%s) - start )) > "$d.wall_s"
   done
 done

@@ -10,7 +10,7 @@ repo=$(cd "$(dirname "$0")/../.." && pwd)
 d=$out/$name
 rm -rf "$d"; mkdir -p "$d"; cp -r "$base/round_0" "$d/"
 start=$(date +%s)
-(cd "$repo" && python run.py run_dir="$d" threads=1 "$@" > "$d/log.txt" 2>&1)
+(cd "$repo" && python run.py run_dir="$d" adopt=true threads=1 "$@" > "$d/log.txt" 2>&1)
 echo "$name $(( $(date +%s) - start ))s $(python -c "
 import json; s=json.load(open('$d/summary.json'))
 print(' '.join(f\"r{r['round']}:{r['eval']['accuracy']:.3f}/{r['eval']['mean_reward']:.3f}/wr{r['eval'].get('win_rate',0):.2f}/p8:{r['eval'].get('pass@8',0):.2f}\" for r in s['rounds']))

@@ -206,6 +206,9 @@ class ArithmeticTask:
     ) -> None:
         if isinstance(demo_noise, bool) or not isinstance(demo_noise, (int, float)) or not 0.0 <= demo_noise <= 1.0:
             raise ValueError(f"task.demo_noise={demo_noise!r} must be a probability in [0, 1]")
+        for key, value in (("n_sft", n_sft), ("n_train", n_train), ("n_eval", n_eval)):
+            if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+                raise ValueError(f"invalid option: task.{key}={value!r} is out of range: allowed >= 1")
         for fam in families:
             if fam not in FAMILIES:
                 raise ValueError(f"unknown task family {fam!r} in task.families; choose from {list(FAMILIES)}")

@@ -1,0 +1,54 @@
+"""The train step: micro-batching by token budget must not change the optimizer step."""
+
+from __future__ import annotations
+
+import copy
+
+import pytest
+import torch
+from omegaconf import OmegaConf
+
+from larpo.logprobs import list_logps
+from larpo.losses import LambdaRankLoss
+from larpo.train import train_on_lists
+from tests.unit.tiny import tiny_policy
+
+ROWS = [
+    {"prompt": "37+45=", "responses": ["82", "72", "8", ""], "finished": [True, True, True, False],
+     "rewards": [1.0, 0.25, 0.1, 0.0]},
+    {"prompt": "sort:5,31,9,2=", "responses": ["2,5,9,31", "31,5", "2"], "finished": [True, False, True],
+     "rewards": [1.0, 0.2, 0.1]},
+    {"prompt": "1+2=", "responses": ["3", "4", "33333333"], "finished": [True, True, True],
+     "rewards": [1.0, 0.25, 0.0]},
+]
+
+
+def one_step(max_tokens: int):
+    model, tok = tiny_policy()
+    rows = copy.deepcopy(ROWS)
+    for row, lp in zip(rows, list_logps(model, tok, rows, 10**6)):
+        row["ref_logps"] = lp
+    cfg = OmegaConf.create(dict(lr=1e-2, epochs=1, lists_per_step=3, max_tokens=max_tokens, warmup_ratio=0.0,
+                                weight_decay=0.0, max_grad_norm=1e9, logprob_max_tokens=10**6))
+    logged = []
+    torch.manual_seed(0)
+    stats, _ = train_on_lists(model, tok, rows, LambdaRankLoss(beta=0.5), cfg, seed=0, log=logged.append)
+    return model, stats, logged
+
+
+def test_micro_batches_give_the_same_step_as_one_batch():
+    whole, stats_whole, log_whole = one_step(10**6)
+    split, stats_split, log_split = one_step(30)  # each list alone
+    assert stats_whole["steps"] == stats_split["steps"] == 1
+    # Adam's first step is nearly scale-free, so compare the gradient itself (its norm) too.
+    assert log_split[0]["train/grad_norm"] == pytest.approx(log_whole[0]["train/grad_norm"], rel=1e-5)
+    assert log_split[0]["train/loss"] == pytest.approx(log_whole[0]["train/loss"], rel=1e-6)
+    for a, b in zip(whole.parameters(), split.parameters()):
+        torch.testing.assert_close(a, b, atol=1e-6, rtol=1e-5)
+
+
+def test_first_step_under_the_behaviour_reference_has_zero_margin():
+    _, stats, _ = one_step(10**6)
+    first = stats["first_step"]
+    assert first["margin"] == pytest.approx(0.0, abs=1e-6) and first["chosen_reward"] == pytest.approx(0.0, abs=1e-6)
+    assert first["loss"] == pytest.approx(sum(n_pairs for n_pairs in (6, 3, 3)) / 3 * 0.6931471805599453, rel=1e-5)
