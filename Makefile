@@ -9,7 +9,7 @@ PY := $(VENV)/bin/python
 STAMP := $(VENV)/.larpo-installed
 endif
 
-.PHONY: install run test smoke lint clean
+.PHONY: install run test faults smoke lint clean
 
 install: $(STAMP)
 
@@ -24,6 +24,9 @@ run: install  ## the embedded default: 3 rounds of LarPO (listwise) on CPU, offl
 
 test: install  ## unit, config and end-to-end tests (CPU; GPU tests skip without CUDA)
 	$(PY) -m pytest -q $(ARGS)
+
+faults: install  ## the fault suite alone: kills, torn writes, two processes, bad inputs
+	$(PY) -m pytest -q tests/faults $(ARGS)
 
 smoke: install  ## the shrunk end-to-end run of the tests, by hand
 	$(PY) run.py experiment=smoke $(ARGS)
