@@ -1,9 +1,14 @@
 """Stage ``evaluate``: held-out metrics of a round's policy.
 
-- greedy accuracy (reward == 1) with its standard error, per family, and the mean reward;
+- greedy accuracy with its standard error, per family, and the mean reward;
 - Pass@N for N = 1, 2, 4, ... (the policy as a retriever: does any of N samples pass), with
   the unbiased estimator 1 − C(n−c, N)/C(n, N) from n = ``pass_at_max`` samples per prompt;
 - win rate against the round-0 policy with the reward as judge (ties count ½).
+
+"Correct" is the task's to say (``task.is_correct(prompt, response, finished)``), not a
+reward threshold: a reward model's scores have no "correct" value. A task without
+``is_correct`` (e.g. UltraFeedback prompts) gets no accuracy and no Pass@N; the reward's
+mean and the win rate against round 0 are always there.
 """
 
 from __future__ import annotations
@@ -16,9 +21,6 @@ from collections.abc import Sequence
 from larpo.generate import derive_seed, sample
 
 logger = logging.getLogger(__name__)
-
-CORRECT = 1.0  # a verifier reward of exactly 1 means "correct"
-
 
 def pass_at_k(n: int, c: int, k: int) -> float:
     """Unbiased Pass@k from n samples of which c pass (Chen et al., 2021)."""
@@ -39,9 +41,10 @@ def mean_se(values: Sequence[float]) -> tuple[float, float]:
     return mean, math.sqrt(var / n)
 
 
-def is_correct(reward: float) -> float:
-    """1.0 for a correct response (a verifier reward of ``CORRECT``), else 0.0."""
-    return 1.0 if reward >= CORRECT else 0.0
+def judge_correct(task, prompt: str, response: str, finished: bool) -> bool | None:
+    """The task's verdict, or None when the task has no notion of correct."""
+    check = getattr(task, "is_correct", None)
+    return None if check is None else bool(check(prompt, response, finished))
 
 
 def _shared_prompts(values: dict[str, float], baseline: dict[str, float], what: str) -> list[str]:
@@ -69,17 +72,22 @@ def paired_gain(values: dict[str, float], baseline: dict[str, float]) -> tuple[f
     return mean_se([values[p] - baseline[p] for p in common])
 
 
-def against_baseline(rewards: dict[str, float], baseline: dict[str, float]) -> dict[str, float]:
-    """Win rate and paired accuracy gain of greedy rewards (by prompt id) over round 0's."""
+def against_baseline(rows: Sequence[dict], baseline: Sequence[dict]) -> dict[str, float]:
+    """Win rate (the reward as judge) and paired accuracy gain of greedy outputs over round 0's.
+
+    ``rows``/``baseline``: eval_outputs rows; the gain needs their ``correct`` field.
+    """
     out = {}
-    out["win_rate"], out["win_rate_se"] = win_rate(rewards, baseline)
-    out["accuracy_gain"], out["accuracy_gain_se"] = paired_gain(
-        {p: is_correct(v) for p, v in rewards.items()}, {p: is_correct(v) for p, v in baseline.items()}
-    )
+    out["win_rate"], out["win_rate_se"] = win_rate({r["prompt_id"]: r["reward"] for r in rows},
+                                                   {r["prompt_id"]: r["reward"] for r in baseline})
+    if all("correct" in r for r in (*rows, *baseline)):
+        out["accuracy_gain"], out["accuracy_gain_se"] = paired_gain(
+            {r["prompt_id"]: float(r["correct"]) for r in rows}, {r["prompt_id"]: float(r["correct"]) for r in baseline}
+        )
     return out
 
 
-def greedy_outputs(model, tokenizer, reward, examples: Sequence, cfg, max_new_tokens: int) -> list[dict]:
+def greedy_outputs(model, tokenizer, reward, task, examples: Sequence, cfg, max_new_tokens: int) -> list[dict]:
     """Greedy responses and rewards for the held-out prompts (eval_outputs.jsonl rows)."""
     from tqdm.auto import tqdm
 
@@ -90,17 +98,23 @@ def greedy_outputs(model, tokenizer, reward, examples: Sequence, cfg, max_new_to
         responses, finished = sample(model, tokenizer, prompts, n=1, temperature=0.0, max_new_tokens=max_new_tokens)
         rewards = reward.score(prompts, responses, finished)
         for ex, rs, fs, ws in zip(batch, responses, finished, rewards):
-            rows.append({"prompt_id": ex.prompt_id, "family": ex.family, "response": rs[0],
-                         "finished": fs[0], "reward": ws[0]})
+            row = {"prompt_id": ex.prompt_id, "family": ex.family, "response": rs[0], "finished": fs[0],
+                   "reward": ws[0]}
+            correct = judge_correct(task, ex.prompt, rs[0], fs[0])
+            if correct is not None:
+                row["correct"] = correct
+            rows.append(row)
     return rows
 
 
 def greedy_metrics(rows: Sequence[dict]) -> dict[str, float]:
-    correct = [is_correct(row["reward"]) for row in rows]
-    acc, se = mean_se(correct)
     reward_mean, reward_se = mean_se([row["reward"] for row in rows])
-    out = {"accuracy": acc, "accuracy_se": se, "mean_reward": reward_mean, "mean_reward_se": reward_se,
+    out = {"mean_reward": reward_mean, "mean_reward_se": reward_se,
            "finished": sum(row["finished"] for row in rows) / len(rows), "n_eval": len(rows)}
+    if not all("correct" in row for row in rows):
+        return out  # the task has no notion of correct: no accuracy
+    correct = [float(row["correct"]) for row in rows]
+    out["accuracy"], out["accuracy_se"] = mean_se(correct)
     by_family: dict[str, list[float]] = defaultdict(list)
     for row, c in zip(rows, correct):
         by_family[row["family"]].append(c)
@@ -108,8 +122,11 @@ def greedy_metrics(rows: Sequence[dict]) -> dict[str, float]:
     return out
 
 
-def pass_at_n(model, tokenizer, reward, examples: Sequence, cfg, max_new_tokens: int, seed: int) -> dict[str, float]:
-    """Pass@N for N = 1, 2, 4, ... ≤ cfg.pass_at_max, from cfg.pass_at_max samples per prompt."""
+def pass_at_n(model, tokenizer, task, examples: Sequence, cfg, max_new_tokens: int, seed: int) -> dict[str, float]:
+    """Pass@N for N = 1, 2, 4, ... ≤ cfg.pass_at_max, from cfg.pass_at_max samples per prompt.
+
+    "Pass" is the task's ``is_correct``; call it only for tasks that have one.
+    """
     from tqdm.auto import tqdm
 
     n = cfg.pass_at_max
@@ -119,7 +136,7 @@ def pass_at_n(model, tokenizer, reward, examples: Sequence, cfg, max_new_tokens:
         prompts = [ex.prompt for ex in examples[i : i + bs]]
         responses, finished = sample(model, tokenizer, prompts, n=n, temperature=cfg.pass_temperature,
                                      max_new_tokens=max_new_tokens, seed=derive_seed(seed, "pass", i))
-        for rs in reward.score(prompts, responses, finished):
-            counts.append(int(sum(is_correct(r) for r in rs)))
+        for p, rs, fs in zip(prompts, responses, finished):
+            counts.append(sum(bool(task.is_correct(p, r, f)) for r, f in zip(rs, fs)))
     ks = [2**j for j in range(int(math.log2(n)) + 1)]
     return {f"pass@{k}": sum(pass_at_k(n, c, k) for c in counts) / len(counts) for k in ks}

@@ -49,6 +49,7 @@ class Schema:
 
     fields: dict[str, Kind]
     candidates: tuple[str, ...] = ()
+    optional: dict[str, Kind] = field(default_factory=dict)  # checked when present
 
 
 GENERATIONS = Schema(
@@ -61,7 +62,8 @@ LISTS = Schema(
      "rewards": list_of(NUMBER), "ref_logps": list_of(NUMBER)},
     candidates=("responses", "finished", "rewards", "ref_logps"),
 )
-EVAL_OUTPUTS = Schema({"prompt_id": STR, "family": STR, "response": STR, "finished": BOOL, "reward": NUMBER})
+EVAL_OUTPUTS = Schema({"prompt_id": STR, "family": STR, "response": STR, "finished": BOOL, "reward": NUMBER},
+                      optional={"correct": BOOL})
 
 
 @dataclass
@@ -106,7 +108,8 @@ def _check_row(row: dict, schema: Schema, n_candidates: tuple[int, int | None]) 
     missing = [k for k in schema.fields if k not in row]
     if missing:
         return f"missing field(s) {missing}"
-    for name, kind in schema.fields.items():
+    present = {**schema.fields, **{k: v for k, v in schema.optional.items() if k in row}}
+    for name, kind in present.items():
         problem = _check_field(name, row[name], kind)
         if problem:
             return problem

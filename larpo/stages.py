@@ -143,15 +143,14 @@ def stage_evaluate(ctx: RunContext, r: int) -> None:
     model, tok = ctx.load_policy(r)
     examples = ctx.task.split("eval")[: cfg.n_prompts]
     max_new = ctx.cfg.sampling.max_new_tokens
-    rows = greedy_outputs(model, tok, ctx.reward, examples, cfg, max_new)
+    rows = greedy_outputs(model, tok, ctx.reward, ctx.task, examples, cfg, max_new)
     write_jsonl(ctx.rd.eval_outputs(r), rows)
     metrics = greedy_metrics(rows)
-    if cfg.pass_at_max > 0 and cfg.pass_prompts > 0:
-        metrics.update(pass_at_n(model, tok, ctx.reward, examples[: cfg.pass_prompts], cfg, max_new,
+    if cfg.pass_at_max > 0 and cfg.pass_prompts > 0 and hasattr(ctx.task, "is_correct"):
+        metrics.update(pass_at_n(model, tok, ctx.task, examples[: cfg.pass_prompts], cfg, max_new,
                                  derive_seed(ctx.cfg.seed, r, "eval")))
     if cfg.win_rate:
-        base = {row["prompt_id"]: row["reward"] for row in read_table(ctx.rd.eval_outputs(0), EVAL_OUTPUTS)}
-        metrics.update(against_baseline({x["prompt_id"]: x["reward"] for x in rows}, base))
+        metrics.update(against_baseline(rows, read_table(ctx.rd.eval_outputs(0), EVAL_OUTPUTS).rows))
     write_json(ctx.rd.eval(r), metrics)
     ctx.log({**{f"eval/{k}": v for k, v in metrics.items()}, "round": r})
 

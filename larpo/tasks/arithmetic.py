@@ -285,3 +285,7 @@ class ArithmeticTask:
         else:
             reward = 0.0
         return reward if finished else 0.5 * reward
+
+    def is_correct(self, prompt: str, response: str, finished: bool = True) -> bool:
+        """Correct = the gold answer exactly, terminated by EOS (a verify() reward of 1.0)."""
+        return finished and response.strip() == self.answer(prompt)

@@ -39,3 +39,6 @@ class Task(Protocol):
     def answer(self, prompt: str) -> str:
         """The gold response computed from the prompt text alone."""
         ...
+
+    # Optional: ``is_correct(prompt, response, finished) -> bool`` says what "correct" means for
+    # the task (accuracy and Pass@N use it). A task without it has no accuracy, only rewards.

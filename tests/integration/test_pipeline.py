@@ -66,6 +66,8 @@ def check_contract(cfg, rd: RunDir) -> None:
         by_id = {ex.prompt_id: ex for ex in task.split("eval")}
         rewards = [task.verify(by_id[o["prompt_id"]].prompt, o["response"], o["finished"]) for o in outputs]
         assert [o["reward"] for o in outputs] == rewards
+        # Correct = the gold answer, finished (the verifier's 1.0), taken from the task.
+        assert [o["correct"] for o in outputs] == [x == 1.0 for x in rewards]
         assert ev["accuracy"] == pytest.approx(sum(x == 1.0 for x in rewards) / len(rewards))
         assert ev["n_eval"] == len(eval_ids)
         # Same prompts every round: the mean paired difference is the difference of accuracies.

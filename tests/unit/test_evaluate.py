@@ -6,7 +6,7 @@ import math
 
 import pytest
 
-from larpo.evaluate import against_baseline, mean_se, paired_gain, pass_at_k, win_rate
+from larpo.evaluate import against_baseline, greedy_metrics, mean_se, paired_gain, pass_at_k, win_rate
 
 
 def test_pass_at_k_hand_values() -> None:
@@ -45,8 +45,27 @@ def test_paired_gain_hand_values() -> None:
         paired_gain({"a": 1.0}, {"b": 1.0})
 
 
-def test_against_baseline_counts_only_exact_correctness_for_the_gain() -> None:
+def out(pid: str, reward: float, correct: bool | None = None) -> dict:
+    row = {"prompt_id": pid, "reward": reward}
+    return row if correct is None else {**row, "correct": correct}
+
+
+def test_against_baseline_takes_correctness_from_the_task_not_the_reward() -> None:
     # a: 1.0 vs 0.25 (win, newly correct); b: 0.5 vs 0.25 (win, wrong both times); c: tie at 1.0.
-    out = against_baseline({"a": 1.0, "b": 0.5, "c": 1.0}, {"a": 0.25, "b": 0.25, "c": 1.0})
-    assert out["win_rate"] == pytest.approx(5 / 6)
-    assert out["accuracy_gain"] == pytest.approx(1 / 3) and out["accuracy_gain_se"] == pytest.approx(1 / 3)
+    rows = [out("a", 1.0, True), out("b", 0.5, False), out("c", 1.0, True)]
+    base = [out("a", 0.25, False), out("b", 0.25, False), out("c", 1.0, True)]
+    result = against_baseline(rows, base)
+    assert result["win_rate"] == pytest.approx(5 / 6)
+    assert result["accuracy_gain"] == pytest.approx(1 / 3) and result["accuracy_gain_se"] == pytest.approx(1 / 3)
+    # A reward of 1.0 is not "correct" unless the task says so: b's 0.5 -> 9.0 changes no accuracy.
+    rows[1] = out("b", 9.0, False)
+    assert against_baseline(rows, base)["accuracy_gain"] == pytest.approx(1 / 3)
+
+
+def test_without_a_notion_of_correct_there_is_no_accuracy() -> None:
+    rows = [{"prompt_id": "a", "family": "uf", "response": "x", "finished": True, "reward": 3.2},
+            {"prompt_id": "b", "family": "uf", "response": "y", "finished": False, "reward": -1.0}]
+    metrics = greedy_metrics(rows)
+    assert "accuracy" not in metrics and metrics["mean_reward"] == pytest.approx(1.1)
+    base = [{"prompt_id": "a", "reward": 0.0}, {"prompt_id": "b", "reward": 0.0}]
+    assert set(against_baseline(rows, base)) == {"win_rate", "win_rate_se"}
