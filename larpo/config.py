@@ -75,7 +75,11 @@ class ModelConfig:
     tokenizer: str | None = None
     # LlamaConfig keyword arguments for a model built from scratch (the embedded default).
     arch: dict[str, Any] = field(default_factory=dict)
-    dtype: str = "float32"
+    dtype: str = "float32"  # float32 | bfloat16 | float16
+    attn_implementation: str | None = None  # None: transformers' choice (sdpa); eager | sdpa | flash_attention_2
+    gradient_checkpointing: bool = False  # recompute activations in the backward pass (long responses, 7B)
+    # Models whose code lives in their hub repo (auto_map in config.json) run that code only when set.
+    trust_remote_code: bool = False
 
 
 @dataclass

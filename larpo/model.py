@@ -49,16 +49,16 @@ def check_local(path: str | Path, what: str) -> None:
         raise CheckpointError(f"{what}: no such file or folder: {path}")
 
 
-def load_tokenizer(path: str | Path | None):
+def load_tokenizer(path: str | Path | None, trust_remote_code: bool = False):
     """Load a tokenizer; None means the embedded character-level tokenizer of the repo."""
     from transformers import AutoTokenizer
 
     path = str(path) if path is not None else str(EMBEDDED_TOKENIZER)
     check_local(path, "tokenizer")
     try:
-        tok = AutoTokenizer.from_pretrained(path)
+        tok = AutoTokenizer.from_pretrained(path, trust_remote_code=trust_remote_code)
     except (OSError, ValueError) as e:
-        raise CheckpointError(f"could not load a tokenizer from {path}: {e}") from e
+        raise _load_error(path, "a tokenizer from", e, "model.tokenizer") from e
     if tok.pad_token_id is None:
         # Many hub chat models ship no pad token; padding is masked out everywhere anyway.
         tok.pad_token = tok.eos_token
@@ -69,37 +69,56 @@ def load_tokenizer(path: str | Path | None):
     return tok
 
 
-def load_model_config(model_cfg):
+def _load_error(path: str, what: str, e: Exception, key: str) -> CheckpointError:
+    """A loading failure explained: custom code not trusted, or a hub id with no network and no cache."""
+    text = str(e)
+    if "trust_remote_code" in text:
+        return CheckpointError(f"{what} {path} needs its own code from the hub repo (auto_map); set "
+                               f"{key.rsplit('.', 1)[0]}.trust_remote_code=true if you trust it")
+    if not _looks_local(path) and isinstance(e, OSError):
+        return CheckpointError(
+            f"could not load {what} '{path}' from the Hugging Face hub (no network, and not in the local cache?): "
+            f"download it where there is a network (`hf download {path} --local-dir DIR`) and set {key}=DIR"
+        )
+    return CheckpointError(f"could not load {what} {path}: {type(e).__name__}: {text}")
+
+
+def load_model_config(model_cfg, tokenizer):
     """The policy's transformers config, without loading weights (for start-up checks)."""
-    from transformers import AutoConfig, LlamaConfig
+    from transformers import AutoConfig
 
     if not model_cfg.pretrained:
-        return LlamaConfig(**dict(model_cfg.arch))
-    check_local(model_cfg.pretrained, "model.pretrained")
+        return arch_config(dict(model_cfg.arch), tokenizer)
+    path = str(model_cfg.pretrained)
+    check_local(path, "model.pretrained")
+    if _looks_local(path) and not (Path(path) / "config.json").exists():
+        raise CheckpointError(f"model.pretrained: {path} is not a model folder (config.json missing)")
     try:
-        return AutoConfig.from_pretrained(str(model_cfg.pretrained))
+        return AutoConfig.from_pretrained(path, trust_remote_code=bool(model_cfg.get("trust_remote_code", False)))
     except (OSError, ValueError) as e:
-        raise CheckpointError(f"could not read the model config of {model_cfg.pretrained}: {e}") from e
+        raise _load_error(path, "the model config of", e, "model.pretrained") from e
+
+
+def arch_config(arch: dict, tokenizer):
+    """The LlamaConfig of a model built from scratch: ``arch`` sized, with the tokenizer's vocabulary."""
+    from transformers import LlamaConfig
+
+    return LlamaConfig(vocab_size=len(tokenizer), pad_token_id=tokenizer.pad_token_id,
+                       eos_token_id=tokenizer.eos_token_id, bos_token_id=None, **arch)
 
 
 def build_model(arch: dict, tokenizer, dtype: torch.dtype = torch.float32):
     """A fresh Llama-architecture causal LM sized by ``arch`` (the embedded default)."""
-    from transformers import LlamaConfig, LlamaForCausalLM
+    from transformers import LlamaForCausalLM
 
-    config = LlamaConfig(
-        vocab_size=len(tokenizer),
-        pad_token_id=tokenizer.pad_token_id,
-        eos_token_id=tokenizer.eos_token_id,
-        bos_token_id=None,
-        **arch,
-    )
-    model = LlamaForCausalLM(config).to(dtype)
+    model = LlamaForCausalLM(arch_config(arch, tokenizer)).to(dtype)
     n = sum(p.numel() for p in model.parameters())
     logger.info("built a Llama model from config: %.2f M parameters", n / 1e6)
     return model
 
 
-def load_model(path: str | Path, dtype: torch.dtype = torch.float32, device: torch.device | None = None):
+def load_model(path: str | Path, dtype: torch.dtype = torch.float32, device: torch.device | None = None,
+               attn_implementation: str | None = None, trust_remote_code: bool = False):
     """``from_pretrained`` of a checkpoint directory or hub id, in eval mode, on ``device``."""
     from transformers import AutoModelForCausalLM
 
@@ -107,9 +126,12 @@ def load_model(path: str | Path, dtype: torch.dtype = torch.float32, device: tor
     check_local(path, "model checkpoint")
     if _looks_local(path) and not (Path(path) / "config.json").exists():
         raise CheckpointError(f"no model checkpoint at {path} (config.json missing)")
+    kwargs = {"attn_implementation": attn_implementation} if attn_implementation else {}
     try:
-        model = AutoModelForCausalLM.from_pretrained(path, dtype=dtype)
+        model = AutoModelForCausalLM.from_pretrained(path, dtype=dtype, trust_remote_code=trust_remote_code, **kwargs)
     except Exception as e:  # safetensors, torch and hub errors have no common base
+        if "trust_remote_code" in str(e) or not _looks_local(path):
+            raise _load_error(path, "the model", e, "model.pretrained") from e
         raise CheckpointError(f"could not load the model at {path}: {type(e).__name__}: {e}") from e
     model.eval()
     if device is not None:

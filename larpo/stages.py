@@ -48,8 +48,10 @@ class RunContext:
 
     def load_policy(self, r: int):
         path = self.checkpoint(r)
+        m = self.cfg.model
         try:
-            return load_model(path, self.dtype, self.device), load_tokenizer(path)
+            return (load_model(path, self.dtype, self.device, m.attn_implementation, m.trust_remote_code),
+                    load_tokenizer(path, m.trust_remote_code))
         except CheckpointError as e:
             redo = "stage=sft round=0" if r == 0 else f"stage=train round={r}"
             raise PipelineError(f"{e}; the round-{r} checkpoint is damaged: re-create it with `{redo}`") from e
@@ -74,9 +76,10 @@ def stage_sft(ctx: RunContext, r: int) -> None:
     from larpo.sft import sft
 
     cfg = ctx.cfg
-    tok = load_tokenizer(cfg.model.tokenizer or cfg.model.pretrained)
-    if cfg.model.pretrained:
-        model = load_model(cfg.model.pretrained, ctx.dtype, ctx.device)
+    m = cfg.model
+    tok = load_tokenizer(m.tokenizer or m.pretrained, m.trust_remote_code)
+    if m.pretrained:
+        model = load_model(m.pretrained, ctx.dtype, ctx.device, m.attn_implementation, m.trust_remote_code)
     else:
         torch.manual_seed(derive_seed(cfg.seed, "init"))
         model = build_model(dict(cfg.model.arch), tok, ctx.dtype).to(ctx.device)
@@ -126,12 +129,18 @@ def stage_train(ctx: RunContext, r: int) -> None:
     rows = read_table(ctx.rd.lists(r), LISTS, n_candidates=(ctx.loss_fn.min_candidates, None))
     check_ids(rows, ctx.generations(r), exact=False)
     model, tok = ctx.load_policy(r - 1)
+    if ctx.cfg.model.gradient_checkpointing:
+        model.gradient_checkpointing_enable()
+        model.config.use_cache = False  # the cache is useless in training and conflicts with checkpointing
     seed = derive_seed(ctx.cfg.seed, r, "train")
     torch.manual_seed(seed)
     carry = ctx.cfg.train.carry_optimizer
     stats, opt_state = train_on_lists(model, tok, rows.rows, ctx.loss_fn, ctx.cfg.train, seed,
                                       lambda m: ctx.log({**m, "round": r}),
                                       load_optimizer_state(ctx.checkpoint(r - 1)) if carry else None)
+    if ctx.cfg.model.gradient_checkpointing:  # the saved config is for generation: cache on again
+        model.gradient_checkpointing_disable()
+        model.config.use_cache = True
     save_checkpoint(model, tok, ctx.rd.checkpoint(r), opt_state if carry else None)
     write_json(ctx.rd.train_log(r), stats)
 

@@ -38,7 +38,7 @@ BAD_OPTIONS = {
                                    "exceeds the model's max_position_embeddings=128 (model.arch.max_position_embeddings);"
                                    " lower sampling.max_new_tokens or filter long prompts",
     "model.pretrained=/nonexistent": "model.pretrained: no such file or folder: /nonexistent",
-    "model.tokenizer=/nonexistent/tok": "tokenizer: no such file or folder: /nonexistent/tok",
+    "model.tokenizer=/nonexistent/tok": "model.tokenizer: no such file or folder: /nonexistent/tok",
     "select.n_top=5": "select.n_top + select.n_bottom = 5 + 2 = 7 exceeds sampling.n_samples = 6: "
                       "lower them or sample more candidates",
     "loss.beta=0": "loss 'lambdarank': beta must be > 0, got 0",
