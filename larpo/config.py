@@ -190,8 +190,18 @@ def validate_options(cfg: Any) -> None:
         raise ConfigError("invalid option" + ("s" if len(problems) > 1 else "") + ": " + "; ".join(problems))
 
 
+def _first(*values: Any) -> Any:
+    """``${larpo.first:a,b,...}``: the first value that is set (not None), else None."""
+    return next((v for v in values if v is not None), None)
+
+
 def register_configs() -> None:
+    from omegaconf import OmegaConf
+
     ConfigStore.instance().store(name="larpo_schema", node=Config)
+    if not OmegaConf.has_resolver("larpo.first"):
+        # e.g. the policy's tokenizer: ${larpo.first:${model.tokenizer},${model.pretrained}}
+        OmegaConf.register_new_resolver("larpo.first", _first)
 
 
 register_configs()
