@@ -93,10 +93,16 @@ def load_model_config(model_cfg, tokenizer):
     check_local(path, "model.pretrained")
     if _looks_local(path) and not (Path(path) / "config.json").exists():
         raise CheckpointError(f"model.pretrained: {path} is not a model folder (config.json missing)")
+    trust = bool(model_cfg.get("trust_remote_code", False))
     try:
-        return AutoConfig.from_pretrained(path, trust_remote_code=bool(model_cfg.get("trust_remote_code", False)))
+        config = AutoConfig.from_pretrained(path, trust_remote_code=trust)
     except (OSError, ValueError) as e:
         raise _load_error(path, "the model config of", e, "model.pretrained") from e
+    # transformers silently falls back to its own class when model_type is known too: the repo's
+    # code (a custom head, say) would be skipped without a word.
+    if "AutoModelForCausalLM" in (getattr(config, "auto_map", None) or {}) and not trust:
+        raise _load_error(path, "the model", ValueError("trust_remote_code"), "model.pretrained")
+    return config
 
 
 def arch_config(arch: dict, tokenizer):
