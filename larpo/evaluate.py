@@ -72,14 +72,32 @@ def paired_gain(values: dict[str, float], baseline: dict[str, float]) -> tuple[f
     return mean_se([values[p] - baseline[p] for p in common])
 
 
-def against_baseline(rows: Sequence[dict], baseline: Sequence[dict]) -> dict[str, float]:
+def head_to_head(reward, prompts: dict[str, str], rows: Sequence[dict], baseline: Sequence[dict]
+                 ) -> tuple[dict[str, float], dict[str, float]]:
+    """Scores of each prompt's two answers (this round's, round 0's) ranked *together* in one list.
+
+    A list-relative reward (PairRM) scores a candidate only against the others in its list; a
+    lone answer always gets the same score, so the win rate must put both answers in one list.
+    """
+    base = {r["prompt_id"]: r for r in baseline}
+    common = [r for r in rows if r["prompt_id"] in base]
+    scores = reward.score([prompts[r["prompt_id"]] for r in common],
+                          [[r["response"], base[r["prompt_id"]]["response"]] for r in common],
+                          [[r["finished"], base[r["prompt_id"]]["finished"]] for r in common])
+    return ({r["prompt_id"]: s[0] for r, s in zip(common, scores)},
+            {r["prompt_id"]: s[1] for r, s in zip(common, scores)})
+
+
+def against_baseline(rows: Sequence[dict], baseline: Sequence[dict], pair_scores=None) -> dict[str, float]:
     """Win rate (the reward as judge) and paired accuracy gain of greedy outputs over round 0's.
 
     ``rows``/``baseline``: eval_outputs rows; the gain needs their ``correct`` field.
+    ``pair_scores``: (ours, round 0's) from :func:`head_to_head`, for list-relative rewards.
     """
+    ours, theirs = pair_scores or ({r["prompt_id"]: r["reward"] for r in rows},
+                                   {r["prompt_id"]: r["reward"] for r in baseline})
     out = {}
-    out["win_rate"], out["win_rate_se"] = win_rate({r["prompt_id"]: r["reward"] for r in rows},
-                                                   {r["prompt_id"]: r["reward"] for r in baseline})
+    out["win_rate"], out["win_rate_se"] = win_rate(ours, theirs)
     if all("correct" in r for r in (*rows, *baseline)):
         out["accuracy_gain"], out["accuracy_gain_se"] = paired_gain(
             {r["prompt_id"]: float(r["correct"]) for r in rows}, {r["prompt_id"]: float(r["correct"]) for r in baseline}
@@ -107,10 +125,11 @@ def greedy_outputs(model, tokenizer, reward, task, examples: Sequence, cfg, max_
     return rows
 
 
-def greedy_metrics(rows: Sequence[dict]) -> dict[str, float]:
-    reward_mean, reward_se = mean_se([row["reward"] for row in rows])
-    out = {"mean_reward": reward_mean, "mean_reward_se": reward_se,
-           "finished": sum(row["finished"] for row in rows) / len(rows), "n_eval": len(rows)}
+def greedy_metrics(rows: Sequence[dict], list_relative: bool = False) -> dict[str, float]:
+    """Accuracy (when the task says what is correct), mean reward (unless list-relative), finished share."""
+    out = {"finished": sum(row["finished"] for row in rows) / len(rows), "n_eval": len(rows)}
+    if not list_relative:  # a list-relative score of a lone answer says nothing
+        out["mean_reward"], out["mean_reward_se"] = mean_se([row["reward"] for row in rows])
     if not all("correct" in row for row in rows):
         return out  # the task has no notion of correct: no accuracy
     correct = [float(row["correct"]) for row in rows]

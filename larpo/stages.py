@@ -146,7 +146,7 @@ def stage_train(ctx: RunContext, r: int) -> None:
 
 
 def stage_evaluate(ctx: RunContext, r: int) -> None:
-    from larpo.evaluate import against_baseline, greedy_metrics, greedy_outputs, pass_at_n
+    from larpo.evaluate import against_baseline, greedy_metrics, greedy_outputs, head_to_head, pass_at_n
 
     cfg = ctx.cfg.eval
     model, tok = ctx.load_policy(r)
@@ -154,12 +154,15 @@ def stage_evaluate(ctx: RunContext, r: int) -> None:
     max_new = ctx.cfg.sampling.max_new_tokens
     rows = greedy_outputs(model, tok, ctx.reward, ctx.task, examples, cfg, max_new)
     write_jsonl(ctx.rd.eval_outputs(r), rows)
-    metrics = greedy_metrics(rows)
+    relative = bool(getattr(ctx.reward, "list_relative", False))
+    metrics = greedy_metrics(rows, relative)
     if cfg.pass_at_max > 0 and cfg.pass_prompts > 0 and hasattr(ctx.task, "is_correct"):
         metrics.update(pass_at_n(model, tok, ctx.task, examples[: cfg.pass_prompts], cfg, max_new,
                                  derive_seed(ctx.cfg.seed, r, "eval")))
     if cfg.win_rate:
-        metrics.update(against_baseline(rows, read_table(ctx.rd.eval_outputs(0), EVAL_OUTPUTS).rows))
+        base = read_table(ctx.rd.eval_outputs(0), EVAL_OUTPUTS).rows
+        pairs = head_to_head(ctx.reward, {ex.prompt_id: ex.prompt for ex in examples}, rows, base) if relative else None
+        metrics.update(against_baseline(rows, base, pairs))
     write_json(ctx.rd.eval(r), metrics)
     ctx.log({**{f"eval/{k}": v for k, v in metrics.items()}, "round": r})
 

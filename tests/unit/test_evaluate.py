@@ -69,3 +69,35 @@ def test_without_a_notion_of_correct_there_is_no_accuracy() -> None:
     assert "accuracy" not in metrics and metrics["mean_reward"] == pytest.approx(1.1)
     base = [{"prompt_id": "a", "reward": 0.0}, {"prompt_id": "b", "reward": 0.0}]
     assert set(against_baseline(rows, base)) == {"win_rate", "win_rate_se"}
+
+
+class LengthVsList:
+    """A list-relative reward: a candidate's length minus its list's mean length (like PairRM's
+    scores, they mean something only against the other candidates of the same list)."""
+
+    name = "length-vs-list"
+    list_relative = True
+
+    def score(self, prompts, responses, finished):
+        return [[len(r) - sum(map(len, rs)) / len(rs) for r in rs] for rs in responses]
+
+
+def test_list_relative_reward_judges_both_answers_in_one_list() -> None:
+    from larpo.evaluate import head_to_head
+
+    reward = LengthVsList()
+    rows = [{"prompt_id": "a", "response": "long answer", "finished": True, "reward": 0.0},
+            {"prompt_id": "b", "response": "x", "finished": True, "reward": 0.0},
+            {"prompt_id": "c", "response": "same", "finished": True, "reward": 0.0}]
+    base = [{"prompt_id": "a", "response": "short", "finished": True, "reward": 0.0},
+            {"prompt_id": "b", "response": "much longer", "finished": True, "reward": 0.0},
+            {"prompt_id": "c", "response": "same", "finished": False, "reward": 0.0}]
+    pairs = head_to_head(reward, {"a": "pa", "b": "pb", "c": "pc"}, rows, base)
+    assert pairs == ({"a": 3.0, "b": -5.0, "c": 0.0}, {"a": -3.0, "b": 5.0, "c": 0.0})
+    # Alone, every answer scored 0.0 (all ties: 0.5); together: a wins, b loses, c ties.
+    assert against_baseline(rows, base)["win_rate"] == 0.5
+    assert against_baseline(rows, base, pairs)["win_rate"] == pytest.approx(0.5)  # (1 + 0 + 0.5) / 3
+    rows[1]["response"] = "a much longer one"
+    assert against_baseline(rows, base, head_to_head(reward, {"a": "", "b": "", "c": ""}, rows, base))[
+        "win_rate"] == pytest.approx(2.5 / 3)
+    assert "mean_reward" not in greedy_metrics([{**r, "family": "f"} for r in rows], list_relative=True)
