@@ -9,7 +9,7 @@ PY := $(VENV)/bin/python
 STAMP := $(VENV)/.larpo-installed
 endif
 
-.PHONY: install run test faults smoke lint clean
+.PHONY: install run test faults smoke lint clean round0
 
 install: $(STAMP)
 
@@ -27,6 +27,11 @@ test: install  ## unit, config and end-to-end tests (CPU; GPU tests skip without
 
 faults: install  ## the fault suite alone: kills, torn writes, two processes, bad inputs
 	$(PY) -m pytest -q tests/faults $(ARGS)
+
+round0: install  ## re-make the shipped round-0 policy (larpo/assets/round0) with the project's own SFT
+	rm -rf runs/round0
+	$(PY) run.py model=tiny sft=tiny rounds=0 run_dir=runs/round0
+	$(PY) -m larpo.ship runs/round0
 
 smoke: install  ## the shrunk end-to-end run of the tests, by hand
 	$(PY) run.py experiment=smoke $(ARGS)

@@ -195,6 +195,13 @@ def _first(*values: Any) -> Any:
     return next((v for v in values if v is not None), None)
 
 
+def _asset(name: str) -> str:
+    """``${larpo.asset:round0}``: the absolute path of a folder shipped in larpo/assets."""
+    from pathlib import Path
+
+    return str(Path(__file__).resolve().parent / "assets" / name)
+
+
 def register_configs() -> None:
     from omegaconf import OmegaConf
 
@@ -202,6 +209,8 @@ def register_configs() -> None:
     if not OmegaConf.has_resolver("larpo.first"):
         # e.g. the policy's tokenizer: ${larpo.first:${model.tokenizer},${model.pretrained}}
         OmegaConf.register_new_resolver("larpo.first", _first)
+    if not OmegaConf.has_resolver("larpo.asset"):
+        OmegaConf.register_new_resolver("larpo.asset", _asset)
 
 
 register_configs()

@@ -21,7 +21,9 @@ SMALL_TASK = ["task.n_sft=10", "task.n_train=10", "task.n_eval=10"]
 
 def test_default_config_is_the_embedded_run():
     cfg = compose_config(["run_dir=/tmp/unused"])
-    assert cfg.model.pretrained is None and cfg.sft.steps > 0
+    # Every run starts from the shipped round-0 policy; the task's prompts do not move with the run seed.
+    assert cfg.model.pretrained.endswith("larpo/assets/round0") and cfg.sft.steps == 0
+    assert compose_config(["run_dir=/tmp/unused", "seed=3"]).task.seed == cfg.task.seed
     assert cfg.loss._target_ == "larpo.losses.lambdarank.LambdaRankLoss"  # listwise = LambdaRank
     assert cfg.rounds == 3 and cfg.reference == "behavior"
 

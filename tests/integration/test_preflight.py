@@ -18,7 +18,7 @@ from tests.conftest import compose_config
 from tests.unit.tiny import tiny_policy
 
 REPO = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
-FAST = ["experiment=smoke", "sft=none", "rounds=1", "eval.pass_at_max=0", "threads=1"]
+FAST = ["experiment=smoke", "sft.steps=0", "rounds=1", "eval.pass_at_max=0", "threads=1"]
 
 
 @pytest.fixture

@@ -166,7 +166,7 @@ def test_hydra_instantiate_yaml() -> None:
     cfg = OmegaConf.create({"seed": 7, "task": OmegaConf.load(CONF)})
     task = instantiate(cfg.task)
     assert isinstance(task, ArithmeticTask)
-    assert task.seed == 7
+    assert task.seed == 0  # the data seed is fixed: the run seed (7) does not move the prompts
     assert [f.name for f in task.families] == list(DEFAULT_FAMILIES)
     assert task.sizes == {"sft": 20000, "train": 4096, "eval": 1000}
     assert len(task.split("eval")) == 1000
