@@ -121,12 +121,23 @@ class TrainConfig:
 
 @dataclass
 class EvalConfig:
+    """``eval=task`` (default) sets ``held_out``; benchmarks compose beside it: ``eval=[task,alpacaeval2]``."""
+
+    held_out: bool = False  # the task's held-out metrics (eval_outputs.jsonl, accuracy, Pass@N, win rate)
     n_prompts: int | None = bounded(None, 1)  # held-out prompts for greedy metrics; None = all
     batch_size: int = bounded(256, 1)
     pass_at_max: int = bounded(8, 0)  # Pass@N reported for N = 1, 2, 4, ... up to this; 0 = off
     pass_prompts: int = bounded(200, 0)
     pass_temperature: float = bounded(1.0, **POSITIVE)
     win_rate: bool = True  # round r vs round 0, the reward as judge (ties = 1/2)
+    # The same comparison through alpaca_eval's own metric code: raw and length-controlled (needs `.[eval]`).
+    alpaca_style: bool = False
+    # Benchmarks (AlpacaEval 2, MixEval): greedy answers, at most this long (and within the model's positions).
+    benchmark_max_new_tokens: int = bounded(2048, 1)
+    benchmark_batch_size: int = bounded(16, 1)
+    alpacaeval2: Any = None  # conf/eval/alpacaeval2.yaml: a node with _target_ (larpo.evals.alpacaeval.AlpacaEval2)
+    mixeval_hard: Any = None
+    mixeval: Any = None
 
 
 @dataclass
@@ -154,6 +165,7 @@ class Config:
     reward: Any = MISSING
     select: Any = MISSING
     logger: Any = MISSING
+    judge: Any = None  # conf/judge: the benchmarks' judge (instantiated only when a benchmark runs)
 
 
 # Keys that choose *what to do now* rather than *what the run is*: they may differ when a

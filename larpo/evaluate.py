@@ -17,6 +17,7 @@ import logging
 import math
 from collections import defaultdict
 from collections.abc import Sequence
+from typing import Any
 
 from larpo.generate import derive_seed, sample
 
@@ -159,3 +160,52 @@ def pass_at_n(model, tokenizer, task, examples: Sequence, cfg, max_new_tokens: i
             counts.append(sum(bool(task.is_correct(p, r, f)) for r, f in zip(rs, fs)))
     ks = [2**j for j in range(int(math.log2(n)) + 1)]
     return {f"pass@{k}": sum(pass_at_k(n, c, k) for c in counts) / len(counts) for k in ks}
+
+
+def held_out_metrics(ctx, r: int, model, tok) -> dict[str, Any]:
+    """Greedy outputs on the task's held-out prompts (eval_outputs.jsonl) and their metrics."""
+    from larpo.artifacts import write_jsonl
+    from larpo.schemas import EVAL_OUTPUTS, read_table
+
+    cfg, task, reward = ctx.cfg.eval, ctx.task, ctx.reward
+    examples = task.split("eval")[: cfg.n_prompts]
+    max_new = ctx.cfg.sampling.max_new_tokens
+    rows = greedy_outputs(model, tok, reward, task, examples, cfg, max_new)
+    write_jsonl(ctx.rd.eval_outputs(r), rows)
+    relative = bool(getattr(reward, "list_relative", False))
+    metrics: dict[str, Any] = greedy_metrics(rows, relative)
+    if cfg.pass_at_max > 0 and cfg.pass_prompts > 0 and hasattr(task, "is_correct"):
+        metrics.update(pass_at_n(model, tok, task, examples[: cfg.pass_prompts], cfg, max_new,
+                                 derive_seed(ctx.cfg.seed, r, "eval")))
+    if cfg.win_rate or cfg.alpaca_style:
+        base = read_table(ctx.rd.eval_outputs(0), EVAL_OUTPUTS).rows
+        pairs = head_to_head(reward, {ex.prompt_id: ex.prompt for ex in examples}, rows, base) if relative else None
+        if cfg.win_rate:
+            metrics.update(against_baseline(rows, base, pairs))
+        if cfg.alpaca_style:
+            metrics.update(alpaca_style_win_rates(rows, base, pairs))
+    return metrics
+
+
+def alpaca_style_win_rates(rows: Sequence[dict], baseline: Sequence[dict], pair_scores=None) -> dict[str, Any]:
+    """The win rate vs round 0 through alpaca_eval's metric code: raw and length-controlled, in percent.
+
+    The reward is the judge (as for ``win_rate``); LC removes the part of the win rate explained
+    by answering longer or shorter than round 0 (see ``larpo.evals.alpacaeval.win_rates_vs_baseline``).
+    """
+    try:
+        from larpo.evals.alpacaeval import win_rates_vs_baseline
+    except ImportError as e:  # pragma: no cover - the eval extra is part of the default install
+        raise ImportError(f"eval.alpaca_style=true needs alpaca_eval: pip install -e '.[eval]' ({e})") from e
+    ours, theirs = pair_scores or ({r["prompt_id"]: r["reward"] for r in rows},
+                                   {r["prompt_id"]: r["reward"] for r in baseline})
+
+    def prefer(base_rows: list[dict], new_rows: list[dict]) -> list[float]:
+        pids = [r["prompt_id"] for r in new_rows]
+        return [2.0 if ours[p] > theirs[p] else 1.0 if ours[p] < theirs[p] else 1.5 for p in pids]
+
+    result = win_rates_vs_baseline(rows, baseline, prefer)
+    out = {f"ae_{k}": v for k, v in result.items() if k in ("win_rate", "win_rate_se", "lc_win_rate", "lc_win_rate_se")}
+    if result.get("lc_absent_reason"):
+        out["ae_lc_absent_reason"] = result["lc_absent_reason"]
+    return out

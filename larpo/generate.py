@@ -59,13 +59,18 @@ def sample(
     top_p: float = 1.0,
     max_new_tokens: int = 16,
     seed: int = 0,
+    max_prompt_tokens: int | None = None,
 ) -> tuple[list[list[str]], list[list[bool]]]:
     """``n`` responses per prompt with HF ``generate``; temperature 0 means greedy.
 
+    ``max_prompt_tokens``: keep only the last that many prompt tokens (benchmarks on a small model).
     Returns responses [P][n] and finished [P][n].
     """
     device = next(model.parameters()).device
-    input_ids, attn = _left_pad(prompt_ids(tokenizer, list(prompts)), tokenizer.pad_token_id)
+    ids = prompt_ids(tokenizer, list(prompts))
+    if max_prompt_tokens is not None:
+        ids = [x[-max_prompt_tokens:] for x in ids]
+    input_ids, attn = _left_pad(ids, tokenizer.pad_token_id)
     greedy = temperature <= 0
     kwargs = dict(do_sample=False) if greedy else dict(do_sample=True, temperature=temperature, top_p=top_p)
     torch.manual_seed(seed)

@@ -37,6 +37,9 @@ class RunLogger:
     def log_summary(self, summary: dict) -> None:
         """Record the final per-round metrics."""
 
+    def log_table(self, name: str, rows: list[dict]) -> None:
+        """Record per-example rows (e.g. a benchmark's outputs and judgments)."""
+
     def finish(self) -> None:
         """Close the run; safe to call twice and after a failed start."""
 
@@ -169,6 +172,20 @@ class WandbLogger(RunLogger):
 
     def log_summary(self, summary: dict) -> None:
         self._guarded("summary", lambda run: run.summary.update(dict(summary)))
+
+    def log_table(self, name: str, rows: list[dict]) -> None:
+        if not rows:
+            return
+
+        def log(run) -> None:
+            import wandb
+
+            columns = sorted({k for row in rows for k in row})
+            data = [[row.get(c) if isinstance(row.get(c), (int, float, str, bool, type(None))) else str(row.get(c))
+                     for c in columns] for row in rows]
+            run.log({name: wandb.Table(columns=columns, data=data)})
+
+        self._guarded("table", log)
 
     def finish(self) -> None:
         # Clear the handle first: a second call (or one after a failed start) is a no-op.

@@ -78,8 +78,12 @@ def check_run_dir(rd: RunDir, cfg: DictConfig) -> bool:
             raise PipelineError(f"{rd.root} already holds a run and resume=false; choose another run_dir=")
         old = read_json(rd.manifest).get("config", {})
         a, b = _flatten(old), _flatten(run_config(cfg))
-        # `rounds` may grow: later rounds never change earlier ones.
-        diff = sorted(k for k in set(a) | set(b) if a.get(k) != b.get(k) and k != "rounds")
+        # `rounds` may grow: later rounds never change earlier ones. A forced evaluation may use
+        # other evaluation settings (a benchmark run alone on a checkpoint): they change no artifact
+        # another stage reads.
+        free = ("eval.", "judge.") if cfg.stage == "evaluate" else ()
+        diff = sorted(k for k in set(a) | set(b)
+                      if a.get(k) != b.get(k) and k != "rounds" and not k.startswith(free))
         if diff:
             shown = ", ".join(f"{k}: {a.get(k)!r} -> {b.get(k)!r}" for k in diff[:10])
             raise PipelineError(
@@ -169,8 +173,11 @@ def rerun_one(ctx: RunContext, stage: str, r: int | None) -> None:
     if r is None or not 0 <= r <= ctx.cfg.rounds or stage not in stages_of(r):
         valid = "round=0 for sft; round=0..rounds for evaluate; round>=1 for the others"
         raise PipelineError(f"stage={stage} round={r} does not exist ({valid})")
-    downstream = [(r, s) for s in stages_of(r)[stages_of(r).index(stage) + 1 :]]
-    downstream += [(q, s) for q in range(r + 1, ctx.cfg.rounds + 1) for s in stages_of(q)]
+    if stage == "evaluate":  # only later evaluations read an evaluation: round 0's outputs, the baseline
+        downstream = [(q, "evaluate") for q in range(1, ctx.cfg.rounds + 1)] if r == 0 else []
+    else:
+        downstream = [(r, s) for s in stages_of(r)[stages_of(r).index(stage) + 1 :]]
+        downstream += [(q, s) for q in range(r + 1, ctx.cfg.rounds + 1) for s in stages_of(q)]
     cleared = [f"round {q} {s}" for q, s in downstream if ctx.rd.is_done(q, s)]
     for q, s in downstream:
         ctx.rd.clear_done(q, s)

@@ -67,10 +67,23 @@ def _with_se(section: dict, key: str, fmt: str = ".3f") -> str:
     return value if value == MISSING or se == MISSING else f"{value} ± {se}"
 
 
+# Columns shown only when some round has them: (header, eval key, format).
+OPTIONAL_COLUMNS = (
+    ("AE-style WR vs r0 %", "ae_win_rate", ".1f"),
+    ("AE-style LC vs r0 %", "ae_lc_win_rate", ".1f"),
+    ("AE2 LC %", "alpacaeval2/lc_win_rate", ".1f"),
+    ("AE2 WR %", "alpacaeval2/win_rate", ".1f"),
+    ("MixEval-Hard", "mixeval_hard/score", ".3f"),
+    ("MixEval", "mixeval/score", ".3f"),
+)
+
+
 def format_table(summary: dict) -> str:
     """Plain-text, column-aligned per-round table for a terminal."""
     ns = _pass_ns(summary)
     pass_cols = ["pass@1"] + ([f"pass@{ns[-1]}"] if ns and ns[-1] > 1 else [])
+    rounds = _rounds(summary)
+    extra = [c for c in OPTIONAL_COLUMNS if any((r.get("eval") or {}).get(c[1]) is not None for r in rounds)]
     header = [
         "round",
         "accuracy ± se",
@@ -78,11 +91,12 @@ def format_table(summary: dict) -> str:
         "mean reward",
         "win rate vs r0",
         *pass_cols,
+        *(c[0] for c in extra),
         "train loss",
         "train wall s",
     ]
     rows = [header]
-    for r in _rounds(summary):
+    for r in rounds:
         ev, tr = r.get("eval") or {}, r.get("train") or {}
         rows.append(
             [
@@ -92,6 +106,7 @@ def format_table(summary: dict) -> str:
                 _num(ev.get("mean_reward"), ".3f"),
                 _with_se(ev, "win_rate"),
                 *(_num(ev.get(c), ".3f") for c in pass_cols),
+                *(_num(ev.get(key), fmt) for _, key, fmt in extra),
                 _num(tr.get("loss"), ".4f"),
                 _num(tr.get("wall_s"), ".1f"),
             ]

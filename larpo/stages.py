@@ -16,7 +16,7 @@ import torch
 from larpo.artifacts import BatchJournal, RunDir, read_json, write_json, write_jsonl
 from larpo.generate import derive_seed, generate_candidates
 from larpo.model import CheckpointError, build_model, load_model, load_optimizer_state, load_tokenizer, save_checkpoint
-from larpo.schemas import EVAL_OUTPUTS, GENERATIONS, LISTS, SCORES, Table, check_candidates, check_ids, read_table
+from larpo.schemas import GENERATIONS, LISTS, SCORES, Table, check_candidates, check_ids, read_table
 
 logger = logging.getLogger(__name__)
 
@@ -146,25 +146,27 @@ def stage_train(ctx: RunContext, r: int) -> None:
 
 
 def stage_evaluate(ctx: RunContext, r: int) -> None:
-    from larpo.evaluate import against_baseline, greedy_metrics, greedy_outputs, head_to_head, pass_at_n
+    """The task's held-out metrics (``eval=task``) and the configured benchmarks, into eval.json.
 
-    cfg = ctx.cfg.eval
+    Metrics already in eval.json that this evaluation does not produce are kept, so a benchmark
+    run alone on a checkpoint (``stage=evaluate round=2 eval=[alpacaeval2]``) adds to it.
+    """
+    from larpo.evals.bench import run_benchmarks
+    from larpo.evaluate import held_out_metrics
+
     model, tok = ctx.load_policy(r)
-    examples = ctx.task.split("eval")[: cfg.n_prompts]
-    max_new = ctx.cfg.sampling.max_new_tokens
-    rows = greedy_outputs(model, tok, ctx.reward, ctx.task, examples, cfg, max_new)
-    write_jsonl(ctx.rd.eval_outputs(r), rows)
-    relative = bool(getattr(ctx.reward, "list_relative", False))
-    metrics = greedy_metrics(rows, relative)
-    if cfg.pass_at_max > 0 and cfg.pass_prompts > 0 and hasattr(ctx.task, "is_correct"):
-        metrics.update(pass_at_n(model, tok, ctx.task, examples[: cfg.pass_prompts], cfg, max_new,
-                                 derive_seed(ctx.cfg.seed, r, "eval")))
-    if cfg.win_rate:
-        base = read_table(ctx.rd.eval_outputs(0), EVAL_OUTPUTS).rows
-        pairs = head_to_head(ctx.reward, {ex.prompt_id: ex.prompt for ex in examples}, rows, base) if relative else None
-        metrics.update(against_baseline(rows, base, pairs))
+    metrics = dict(read_json(ctx.rd.eval(r))) if ctx.rd.eval(r).exists() else {}
+    if ctx.cfg.eval.held_out:
+        metrics.update(held_out_metrics(ctx, r, model, tok))
+
+    def write_rows(name: str, rows: list[dict]) -> None:
+        write_jsonl(ctx.rd.round_dir(r) / f"eval_{name}.jsonl", rows)
+        ctx.metrics.log_table(f"eval/{name}/outputs_round{r}", rows)
+
+    metrics.update(run_benchmarks(ctx.cfg.eval, ctx.cfg.judge, ctx.reward, model, tok,
+                                  f"{ctx.cfg.name}_round{r}", write_rows))
     write_json(ctx.rd.eval(r), metrics)
-    ctx.log({**{f"eval/{k}": v for k, v in metrics.items()}, "round": r})
+    ctx.log({**{f"eval/{k}": v for k, v in metrics.items() if isinstance(v, (int, float))}, "round": r})
 
 
 def summarize(rd: RunDir, rounds: int) -> dict:
