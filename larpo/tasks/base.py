@@ -10,7 +10,8 @@ from typing import Protocol, runtime_checkable
 class Example:
     """One prompt with its gold response.
 
-    prompt_id: "<split>-<index>", e.g. "eval-00042"; stable across runs with the same seed.
+    prompt_id: unique within the task and stable across processes and runs: "<split>-<index>" for the
+        embedded task (e.g. "eval-00042"), "<split>-<sha256 of the prompt>[:12]" for hub datasets.
     prompt: the user message (rendered later with the model's chat template).
     answer: the gold response text, without EOS.
     family: the task family that produced the prompt (for per-family metrics).

@@ -35,6 +35,10 @@ def test_every_option_composes_and_instantiates(group, option):
     task = instantiate(cfg.task)
     for node in (cfg.loss, cfg.select, cfg.logger):
         assert callable(instantiate(node)) or hasattr(instantiate(node), "log")
+    if not hasattr(task, "verify") and cfg.reward._target_.endswith("VerifierReward"):
+        with pytest.raises(Exception, match="needs a task with a verifier"):  # e.g. UltraFeedback: pair it with an RM
+            instantiate(cfg.reward, task=task)
+        return
     assert instantiate(cfg.reward, task=task).name
 
 
