@@ -1,10 +1,12 @@
 """Stage ``score``: the reranker. Rewards for every candidate of ``generations.jsonl``.
 
-Every reward (the embedded task's verifier now; sequence-classification reward models and
-PairRM later) implements the same interface, chosen in ``conf/reward/`` by ``_target_``::
+Every reward (``larpo/rewards/``: the task's verifier, sequence-classification reward models,
+PairRM) implements the same interface, chosen in ``conf/reward/`` by ``_target_``::
 
     reward.name                                   # recorded in scores.jsonl
+    reward.list_relative                          # scores comparable only within one list?
     reward.score(prompts, responses, finished)    # [P] str, [P][K] str, [P][K] bool -> [P][K] float
+    reward.loaded()                               # optional: a context that keeps a model loaded
 """
 
 from __future__ import annotations
@@ -20,28 +22,11 @@ logger = logging.getLogger(__name__)
 
 class Reward(Protocol):
     name: str
+    list_relative: bool  # True: scores mean something only within one list (PairRM)
 
     def score(
         self, prompts: Sequence[str], responses: Sequence[Sequence[str]], finished: Sequence[Sequence[bool]]
     ) -> list[list[float]]: ...
-
-
-class VerifierReward:
-    """The task's own verifier as a reward model: graded correctness in [0, 1]."""
-
-    def __init__(self, task) -> None:
-        if not hasattr(task, "verify"):
-            raise ValueError(f"reward=verifier needs a task with a verifier; task {type(task).__name__} has none")
-        self.task = task
-        self.name = f"verifier:{getattr(task, 'name', type(task).__name__)}"
-
-    def score(
-        self, prompts: Sequence[str], responses: Sequence[Sequence[str]], finished: Sequence[Sequence[bool]]
-    ) -> list[list[float]]:
-        return [
-            [float(self.task.verify(p, r, f)) for r, f in zip(rs, fs)]
-            for p, rs, fs in zip(prompts, responses, finished)
-        ]
 
 
 def score_rows(reward: Reward, rows: Sequence[dict]) -> list[dict]:

@@ -21,6 +21,13 @@ from larpo.schemas import GENERATIONS, LISTS, SCORES, Table, check_candidates, c
 logger = logging.getLogger(__name__)
 
 
+def reward_loaded(reward):
+    """The reward's ``loaded()`` context (a reward model stays loaded inside it), or a no-op."""
+    from contextlib import nullcontext
+
+    return reward.loaded() if hasattr(reward, "loaded") else nullcontext()
+
+
 class PipelineError(RuntimeError):
     """A run cannot go on as asked; the message says what is missing and what to do."""
 
@@ -157,7 +164,8 @@ def stage_evaluate(ctx: RunContext, r: int) -> None:
     model, tok = ctx.load_policy(r)
     metrics = dict(read_json(ctx.rd.eval(r))) if ctx.rd.eval(r).exists() else {}
     if ctx.cfg.eval.held_out:
-        metrics.update(held_out_metrics(ctx, r, model, tok))
+        with reward_loaded(ctx.reward):  # one load of a reward model for all the stage's batches
+            metrics.update(held_out_metrics(ctx, r, model, tok))
 
     def write_rows(name: str, rows: list[dict]) -> None:
         write_jsonl(ctx.rd.round_dir(r) / f"eval_{name}.jsonl", rows)
