@@ -9,7 +9,7 @@ PY := $(VENV)/bin/python
 STAMP := $(VENV)/.larpo-installed
 endif
 
-.PHONY: install run test faults smoke lint clean round0
+.PHONY: install run test faults smoke lint clean round0 table-real
 
 install: $(STAMP)
 
@@ -32,6 +32,9 @@ round0: install  ## re-make the shipped round-0 policy (larpo/assets/round0) wit
 	rm -rf runs/round0
 	$(PY) run.py model=tiny sft=tiny rounds=0 run_dir=runs/round0
 	$(PY) -m larpo.ship runs/round0
+
+table-real: install  ## RUNS="dir1 dir2 ..." -> the paper's Table 2/3 layout (tables/real.md, tables/real.csv)
+	$(PY) -m larpo.tables $(or $(OUT),tables/real) $(RUNS)
 
 smoke: install  ## the shrunk end-to-end run of the tests, by hand
 	$(PY) run.py experiment=smoke $(ARGS)
