@@ -161,3 +161,19 @@ def test_offline_fallback_logged_once(
             with logging_run(WandbLogger(), {}, tmp_path):
                 pass
     assert sum("offline" in r.getMessage() for r in caplog.records) == 1
+
+
+def test_log_table_writes_a_wandb_table_offline(tmp_path: Path) -> None:
+    """Benchmark outputs reach W&B as a table (offline here), values kept, odd types as text."""
+    import json
+
+    log = WandbLogger(mode="offline")
+    log.start({}, tmp_path, "t")
+    log.log_table("eval/alpacaeval2/outputs_round1", [{"instruction": "hi", "preference": 2.0, "extra": [1, 2]},
+                                                     {"instruction": "yo", "preference": 1.0}])
+    log.finish()
+    tables = list((tmp_path / "wandb").rglob("*.table.json"))
+    assert len(tables) == 1
+    table = json.loads(tables[0].read_text())
+    assert table["columns"] == ["extra", "instruction", "preference"]
+    assert table["data"] == [["[1, 2]", "hi", 2.0], [None, "yo", 1.0]]
