@@ -115,7 +115,7 @@ class BaselineLoss(ListLoss):
     """A ``ListLoss`` whose subclasses see raw log-probs and lengths (not only γ).
 
     Subclasses implement ``baseline_loss(policy, ref, rewards, mask, lengths) -> [B]``; ``ref``
-    is zeros when ``ref_logps`` is None (reference-free losses), ``lengths`` is float ≥ 1 or
+    is zeros for reference-free losses (``ref_logps`` is then ignored), ``lengths`` is float ≥ 1 or
     None. The optional ``nll_weight`` term (−logp/|y| of the best) is zeroed on tied lists,
     which carry no "chosen" response.
     """
@@ -146,7 +146,11 @@ class BaselineLoss(ListLoss):
         dtype = torch.promote_types(policy_logps.dtype, torch.float32)
         # Padded entries may hold garbage (nan, 1e6): zero them so no pairwise term sees them.
         policy = torch.where(mask, policy_logps.to(dtype), torch.zeros((), dtype=dtype))
-        ref = torch.zeros_like(policy) if ref_logps is None else torch.where(mask, ref_logps.to(dtype), 0.0)
+        # A reference-free loss ignores ref_logps even when given (they are the trainer's business).
+        if ref_logps is None or not self.requires_reference:
+            ref = torch.zeros_like(policy)
+        else:
+            ref = torch.where(mask, ref_logps.to(dtype), 0.0)
         rewards = rewards.to(dtype)
         length = None if lengths is None else torch.where(mask, lengths.to(dtype), 1.0).clamp(min=1)
         per_prompt = self.baseline_loss(policy, ref, rewards, mask, length)
