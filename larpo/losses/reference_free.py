@@ -79,9 +79,9 @@ def rrhf_loss(
     """
     mask = full_mask(mask, policy_logps)
     p = policy_logps / lengths.to(policy_logps.dtype).clamp(min=1)
-    p = torch.where(mask, p, torch.zeros_like(p))  # padded p must not reach a pair term
     pref = preference_pairs(rewards, mask)  # (i, j): r_i > r_j, so j is the lower-rewarded
     hinge = torch.relu(p[:, None, :] - p[:, :, None])  # [b, i, j] = max(0, p_j − p_i)
+    # torch.where, not a product: a padded p (nan, inf) is dropped from value and gradient.
     total = torch.where(pref, hinge, torch.zeros_like(hinge)).sum((-1, -2))
     return reduce_terms(total, pref.sum((-1, -2)), reduction)
 

@@ -31,6 +31,8 @@ from larpo.losses import (
     SFTLoss,
     SimPOLoss,
     SLiCLoss,
+    rrhf_loss,
+    simpo_loss,
 )
 
 CONF = Path(__file__).resolve().parents[2] / "conf" / "loss"
@@ -113,6 +115,28 @@ def test_kto_value_batch_reference():
     assert zero == pytest.approx([1 - sig(2) + 0.5])
 
 
+def test_kto_batch_reference_ignores_padding():
+    # the batch example above with a padded candidate (h = 7 in its slot): z stays mean(2, 0, 1) = 1
+    out = KTOLoss(beta=1.0)(
+        policy_logps=t([[2.0, 7.0, 0.0, 1.0]]), ref_logps=t([[0.0] * 4]), rewards=t([[0.9, 5.0, 0.1, 0.5]]),
+        mask=torch.tensor([[True, False, True, True]]),
+    )
+    assert out.per_prompt.tolist() == pytest.approx([2 * (1 - sig(1))])
+
+
+def test_pure_functions_mask_garbage():
+    # called directly (not through the class, which zeroes padding first): a nan in a padded slot
+    p = t([[-4.0, float("nan"), -6.0, -9.0]])
+    s, lengths = t([[0.9, 0.0, 0.1, 0.5]]), t([[2.0, 1.0, 3.0, 4.0]])
+    mask = torch.tensor([[True, False, True, True]])
+    p.requires_grad_(True)
+    rank = rrhf_loss(p, s, lengths, mask)
+    assert rank.tolist() == pytest.approx([0.25])
+    rank.sum().backward()
+    assert p.grad[0, 1] == 0 and torch.isfinite(p.grad).all()
+    assert simpo_loss(p, s, lengths, mask, beta=2.0, margin=1.0).tolist() == pytest.approx([nls(-1.0)])
+
+
 def test_simpo_value():
     # β = 2, margin = 0.5·2 = 1. row 0: 2(−2 − (−2)) − 1 = −1; row 1: 2(−0.5 − (−1)) − 1 = 0
     assert per_prompt(SimPOLoss(beta=2.0, gamma_beta_ratio=0.5)) == pytest.approx([nls(-1.0), nls(0.0)])
@@ -129,6 +153,8 @@ def test_cpo_value():
 def test_slic_value():
     # δ = 3, λ = 0.5. row 0: max(0, 3 − 2) + 0.5·2 = 2; row 1: max(0, 3 − (−1)) + 0.5·0.5 = 4.25
     assert per_prompt(SLiCLoss(delta=3.0, nll_weight=0.5)) == pytest.approx([2.0, 4.25])
+    # δ = 1: row 0 is past the margin, max(0, 1 − 2) = 0 → 0 + 1; row 1: max(0, 1 + 1) + 0.25
+    assert per_prompt(SLiCLoss(delta=1.0, nll_weight=0.5)) == pytest.approx([1.0, 2.25])
 
 
 def test_rrhf_value():
