@@ -37,6 +37,7 @@ STR = Kind("a string", lambda v: isinstance(v, str))
 BOOL = Kind("true or false", lambda v: isinstance(v, bool))
 NUMBER = Kind("a finite number", _is_number)
 OBJECT = Kind("a JSON object", lambda v: isinstance(v, dict))
+INT = Kind("an integer", lambda v: isinstance(v, int) and not isinstance(v, bool))
 
 
 def list_of(item: Kind) -> Kind:
@@ -61,6 +62,7 @@ LISTS = Schema(
     {"prompt_id": STR, "prompt": STR, "responses": list_of(STR), "finished": list_of(BOOL),
      "rewards": list_of(NUMBER), "ref_logps": list_of(NUMBER)},
     candidates=("responses", "finished", "rewards", "ref_logps"),
+    optional={"source_rounds": list_of(INT)},  # select.pool other than current: each candidate's round
 )
 EVAL_OUTPUTS = Schema({"prompt_id": STR, "family": STR, "response": STR, "finished": BOOL, "reward": NUMBER},
                       optional={"correct": BOOL})

@@ -111,17 +111,32 @@ def stage_score(ctx: RunContext, r: int) -> None:
     write_jsonl(ctx.rd.scores(r), score_rows(ctx.reward, gens.rows))
 
 
-def stage_select(ctx: RunContext, r: int) -> None:
-    from larpo.logprobs import list_logps
-    from larpo.select import build_lists
-
+def _scored_round(ctx: RunContext, r: int) -> tuple[Table, Table]:
+    """Round r's generations and scores, validated and matched candidate by candidate."""
     gens = ctx.generations(r)
     scores = read_table(ctx.rd.scores(r), SCORES)
     check_ids(scores, gens)
     check_candidates(scores, gens, "rewards", "responses")
-    lists = build_lists(ctx.selector, gens, scores)
+    return gens, scores
+
+
+def stage_select(ctx: RunContext, r: int) -> None:
+    """Pool (``select.pool``), de-duplicate, re-score list-relative rewards, select; then reference log-probs.
+
+    The pool's earlier rounds are read through the same validating readers as round r's. A
+    list-relative reward (PairRM) scores a pooled list again inside this stage, and lists.jsonl
+    carries the rewards the selection used; scores.jsonl stays round r's own scores.
+    """
+    from larpo.logprobs import list_logps
+    from larpo.select import build_lists
+
+    gens, scores = _scored_round(ctx, r)
+    earlier = [(q, *_scored_round(ctx, q)) for q in ctx.selector.pool_rounds(r)]
+    lists, counts = build_lists(ctx.selector, gens, scores, r, earlier=earlier, reward=ctx.reward, seed=ctx.cfg.seed)
+    ctx.log({**{f"select/{k}": v for k, v in counts.items()}, "round": r})
     if not lists:
-        raise PipelineError(f"round {r}: no list carries a preference (all rewards tied); nothing to train on")
+        raise PipelineError(f"round {r}: no list carries a preference (all rewards tied, below select.min_gap, "
+                            "or too few distinct candidates); nothing to train on")
     ref_round = r - 1 if ctx.cfg.reference == "behavior" else 0
     ref_model, tok = ctx.load_policy(ref_round)
     ref = list_logps(ref_model, tok, lists, ctx.cfg.train.logprob_max_tokens, progress=True)
