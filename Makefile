@@ -9,7 +9,7 @@ PY := $(VENV)/bin/python
 STAMP := $(VENV)/.larpo-installed
 endif
 
-.PHONY: install run test faults smoke lint clean round0 table-real
+.PHONY: install run test faults smoke lint clean round0 table-real table-objectives table-memorization fig-temperature fig-listsize fig-passn paper-mini
 
 install: $(STAMP)
 
@@ -35,6 +35,21 @@ round0: install  ## re-make the shipped round-0 policy (larpo/assets/round0) wit
 
 table-real: install  ## RUNS="dir1 dir2 ..." -> the paper's Table 2/3 layout (tables/real.md, tables/real.csv)
 	$(PY) -m larpo.tables $(or $(OUT),tables/real) $(RUNS)
+
+# Studies in miniature (experiments/<study>/study.yaml): a multirun + results.md/.png with a verdict.
+# SCALE=real runs the real-scale commands of the same table (DRY=1 prints them).
+STUDY_CMD = $(if $(filter real,$(SCALE)),$(if $(DRY),real-dry,real),run)
+table-objectives: install
+	$(PY) -m larpo.studies $(STUDY_CMD) objectives
+table-memorization: install
+	$(PY) -m larpo.studies $(STUDY_CMD) memorization
+fig-temperature: install
+	$(PY) -m larpo.studies $(STUDY_CMD) temperature
+fig-listsize: install
+	$(PY) -m larpo.studies $(STUDY_CMD) listsize
+fig-passn: install
+	$(PY) -m larpo.studies $(STUDY_CMD) passn
+paper-mini: fig-passn table-objectives table-memorization fig-temperature fig-listsize  ## every study in miniature
 
 smoke: install  ## the shrunk end-to-end run of the tests, by hand
 	$(PY) run.py experiment=smoke $(ARGS)

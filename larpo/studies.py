@@ -1,0 +1,174 @@
+"""Studies in miniature: a Hydra multirun of the ordinary pipeline, aggregated over seeds.
+
+A study is a yaml, ``experiments/<study>/study.yaml``::
+
+    sweep: [loss=pairwise,listwise, seed=0,1,2]   # the `python run.py -m` overrides
+    factor: loss                                  # the manifest key the study varies
+    metric: accuracy                              # an eval.json key of the last round
+    claim: {better: lambdarank, than: pairwise}   # optional: the verdict's comparison (factor values)
+
+``python -m larpo.studies run <study>`` launches the sweep (``run.py -m``, so every job is an
+ordinary run directory that resumes) and then ``aggregate``: a markdown table of the metric's
+mean ± SE over seeds per factor value (``results.md``), a plot (``results.png``) and a one-line
+verdict computed from the numbers — the claim's paired difference over seeds with its SE, "holds"
+when it is above two SEs, "does not hold" otherwise. ``python -m larpo.studies aggregate <study>``
+redraws from the runs already there.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import subprocess
+import sys
+from collections import defaultdict
+from pathlib import Path
+from typing import Any
+
+REPO = Path(__file__).resolve().parents[1]
+EXPERIMENTS = REPO / "experiments"
+
+
+def load_study(name: str) -> dict:
+    import yaml
+
+    path = EXPERIMENTS / name / "study.yaml"
+    if not path.exists():
+        known = sorted(p.parent.name for p in EXPERIMENTS.glob("*/study.yaml"))
+        raise SystemExit(f"no study {name!r} ({path} missing); studies: {', '.join(known)}")
+    return yaml.safe_load(path.read_text()) | {"name": name}
+
+
+def sweep_dir(name: str) -> Path:
+    return REPO / "multirun" / f"study_{name}"
+
+
+def run_sweep(study: dict, extra: list[str]) -> None:
+    """The study's multirun through run.py itself (each job resumes like any run)."""
+    cmd = [sys.executable, str(REPO / "run.py"), "-m", *study["sweep"], *extra,
+           f"hydra.sweep.dir={sweep_dir(study['name'])}"]
+    subprocess.run(cmd, cwd=REPO, check=True)
+
+
+def _get(config: dict, dotted: str) -> Any:
+    for part in dotted.split("."):
+        config = config.get(part, {}) if isinstance(config, dict) else {}
+    return config if config != {} else None
+
+
+def label(value: Any) -> str:
+    """A factor value as text; a loss/selector node by its class name."""
+    if isinstance(value, dict) and "_target_" in value:
+        return value["_target_"].rsplit(".", 1)[-1].removesuffix("Loss").lower()
+    return json.dumps(value) if isinstance(value, (list, dict)) else str(value)
+
+
+def collect(root: Path, factor: str, metric: str) -> dict[str, dict[int, float]]:
+    """{factor value: {seed: the last round's metric}} over the run directories under ``root``."""
+    out: dict[str, dict[int, float]] = defaultdict(dict)
+    for manifest in sorted(root.rglob("manifest.json")):
+        config = json.loads(manifest.read_text())["config"]
+        summary_path = manifest.parent / "summary.json"
+        if not summary_path.exists():
+            continue
+        rounds = json.loads(summary_path.read_text())["rounds"]
+        if not rounds or metric not in rounds[-1]["eval"]:
+            continue
+        out[label(_get(config, factor))][int(config["seed"])] = float(rounds[-1]["eval"][metric])
+    return dict(out)
+
+
+def mean_se(values: list[float]) -> tuple[float, float]:
+    n = len(values)
+    mean = sum(values) / n
+    se = math.sqrt(sum((v - mean) ** 2 for v in values) / (n - 1) / n) if n > 1 else float("nan")
+    return mean, se
+
+
+def verdict(data: dict[str, dict[int, float]], claim: dict | None, metric: str) -> str:
+    """"A > B: holds, +d ± se over n seeds" from the paired per-seed differences, or why not."""
+    if not claim:
+        return "no claim to test"
+    a, b = str(claim["better"]), str(claim["than"])
+    seeds = sorted(set(data.get(a, {})) & set(data.get(b, {})))
+    if not seeds:
+        return f"{a} > {b}: not tested (no seed has both)"
+    diffs = [data[a][s] - data[b][s] for s in seeds]
+    d, se = mean_se(diffs)
+    holds = d > 0 and (len(seeds) > 1 and se > 0 and d > 2 * se)
+    se_text = f" ± {se:.3f}" if not math.isnan(se) else ""
+    return (f"{a} > {b} on {metric}: {'holds' if holds else 'does not hold'}, {d:+.3f}{se_text} "
+            f"(paired over {len(seeds)} seed{'s' if len(seeds) > 1 else ''}; holds = above 2 SE)")
+
+
+def table(data: dict[str, dict[int, float]], factor: str, metric: str) -> str:
+    rows = [f"| {factor} | {metric} (mean ± SE over seeds) | seeds | per seed |", "|---|---|---|---|"]
+    for value in sorted(data, key=_sort_key):
+        seeds = sorted(data[value])
+        m, se = mean_se([data[value][s] for s in seeds])
+        per = ", ".join(f"{s}: {data[value][s]:.3f}" for s in seeds)
+        rows.append(f"| {value} | {m:.3f}" + (f" ± {se:.3f}" if not math.isnan(se) else "") + f" | {len(seeds)} | {per} |")
+    return "\n".join(rows)
+
+
+def _sort_key(value: str) -> tuple:
+    try:
+        return (0, float(value))
+    except ValueError:
+        return (1, value)
+
+
+def plot(data: dict[str, dict[int, float]], factor: str, metric: str, path: Path) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    values = sorted(data, key=_sort_key)
+    stats = [mean_se([data[v][s] for s in sorted(data[v])]) for v in values]
+    fig, ax = plt.subplots(figsize=(6, 3.5))
+    ax.errorbar(range(len(values)), [m for m, _ in stats],
+                yerr=[0 if math.isnan(se) else 2 * se for _, se in stats], fmt="o-", capsize=4)
+    ax.set_xticks(range(len(values)), values)
+    ax.set_xlabel(factor)
+    ax.set_ylabel(f"{metric} (±2 SE)")
+    fig.tight_layout()
+    fig.savefig(path, dpi=120)
+    plt.close(fig)
+
+
+def aggregate(study: dict, root: Path | None = None, out_dir: Path | None = None) -> str:
+    """Write results.md and results.png for the study; returns the markdown."""
+    root = root or sweep_dir(study["name"])
+    out_dir = out_dir or EXPERIMENTS / study["name"]
+    data = collect(root, study["factor"], study["metric"])
+    if not data:
+        raise SystemExit(f"no finished runs with {study['metric']!r} under {root}")
+    line = verdict(data, study.get("claim"), study["metric"])
+    text = (f"# Study: {study['name']}\n\n`python -m larpo.studies run {study['name']}` "
+            f"(sweep: `{' '.join(study['sweep'])}`)\n\n{table(data, study['factor'], study['metric'])}\n\n"
+            f"**Verdict:** {line}\n")
+    out_dir.mkdir(parents=True, exist_ok=True)
+    (out_dir / "results.md").write_text(text)
+    plot(data, study["factor"], study["metric"], out_dir / "results.png")
+    return text
+
+
+def main(argv: list[str]) -> None:
+    """``run|aggregate|real STUDY [overrides]``; ``real`` prints the real-scale commands (``DRY``) or runs them."""
+    if len(argv) < 2 or argv[0] not in ("run", "aggregate", "real", "real-dry"):
+        raise SystemExit("usage: python -m larpo.studies run|aggregate|real|real-dry STUDY [extra overrides ...]")
+    study = load_study(argv[1])
+    if argv[0].startswith("real"):
+        for command in study.get("real", []):
+            sys.stdout.write(command + "\n")
+            if argv[0] == "real":
+                subprocess.run(command.split(), cwd=REPO, check=True)
+        return
+    if argv[0] == "run":
+        run_sweep(study, argv[2:])
+    sys.stdout.write(aggregate(study))
+
+
+if __name__ == "__main__":
+    main(sys.argv[1:])

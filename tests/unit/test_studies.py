@@ -1,0 +1,66 @@
+"""The study aggregator on hand-made run directories: means, SEs and the verdict by hand."""
+
+from __future__ import annotations
+
+import json
+import math
+from pathlib import Path
+
+import pytest
+
+from larpo.studies import aggregate, collect, load_study, verdict
+
+
+def fake_run(root: Path, loss: str, seed: int, accuracy: float) -> None:
+    d = root / f"loss={loss},seed={seed}"
+    d.mkdir(parents=True)
+    config = {"seed": seed, "loss": {"_target_": f"larpo.losses.x.{loss.capitalize()}Loss", "beta": 0.1}}
+    (d / "manifest.json").write_text(json.dumps({"config": config}))
+    rounds = [{"round": 0, "eval": {"accuracy": 0.4}}, {"round": 3, "eval": {"accuracy": accuracy}}]
+    (d / "summary.json").write_text(json.dumps({"rounds": rounds}))
+
+
+@pytest.fixture
+def runs(tmp_path):
+    for seed, (a, b) in enumerate([(0.50, 0.44), (0.56, 0.46), (0.53, 0.48)]):
+        fake_run(tmp_path / "sweep", "lambdarank", seed, a)
+        fake_run(tmp_path / "sweep", "pairwise", seed, b)
+    return tmp_path / "sweep"
+
+
+def test_collect_takes_the_last_round_by_factor_and_seed(runs):
+    data = collect(runs, "loss", "accuracy")
+    assert data == {"lambdarank": {0: 0.50, 1: 0.56, 2: 0.53}, "pairwise": {0: 0.44, 1: 0.46, 2: 0.48}}
+
+
+def test_verdict_is_the_paired_difference_over_seeds(runs):
+    data = collect(runs, "loss", "accuracy")
+    # Paired differences 0.06, 0.10, 0.05: mean 0.07; sample sd sqrt((1e-4 + 9e-4 + 4e-4) / 2) = sqrt(7e-4);
+    # SE = sqrt(7e-4 / 3) = 0.01528 -> 0.07 > 2 SE: holds.
+    line = verdict(data, {"better": "lambdarank", "than": "pairwise"}, "accuracy")
+    assert line == ("lambdarank > pairwise on accuracy: holds, +0.070 ± 0.015 (paired over 3 seeds; holds = above "
+                    "2 SE)")
+    assert math.isclose(math.sqrt(7e-4 / 3), 0.015275, rel_tol=1e-4)
+    # The other way round it does not hold.
+    assert "does not hold, -0.070" in verdict(data, {"better": "pairwise", "than": "lambdarank"}, "accuracy")
+    assert "not tested" in verdict(data, {"better": "listmle", "than": "pairwise"}, "accuracy")
+
+
+def test_aggregate_writes_table_plot_and_verdict(runs, tmp_path):
+    text = aggregate({"name": "toy", "sweep": ["loss=a,b"], "factor": "loss", "metric": "accuracy",
+                      "claim": {"better": "lambdarank", "than": "pairwise"}}, root=runs, out_dir=tmp_path / "out")
+    assert "| lambdarank | 0.530 ± 0.017 | 3 | 0: 0.500, 1: 0.560, 2: 0.530 |" in text  # sd 0.03, SE 0.03/sqrt(3)
+    assert "**Verdict:** lambdarank > pairwise on accuracy: holds" in text
+    assert (tmp_path / "out" / "results.md").read_text() == text
+    assert (tmp_path / "out" / "results.png").read_bytes()[:4] == b"\x89PNG"
+
+
+@pytest.mark.parametrize("name", ["objectives", "memorization", "temperature", "listsize", "passn"])
+def test_every_study_sweep_composes(name):
+    """Each study's sweep values compose as `python run.py` overrides (first value of each)."""
+    from tests.conftest import compose_config
+
+    study = load_study(name)
+    first = [o.split("=", 1)[0] + "=" + o.split("=", 1)[1].split(",")[0] for o in study["sweep"]]
+    cfg = compose_config(["run_dir=/tmp/unused", *first])
+    assert cfg is not None and study["real"]
