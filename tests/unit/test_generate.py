@@ -154,18 +154,20 @@ def test_extra_negatives_are_appended_at_their_temperature(tmp_path):
 
 
 def test_easiest_answers_another_prompt_of_the_round(tmp_path):
-    rows = run(tmp_path, negatives="easiest", negatives_n=2)
+    rows = run(tmp_path, negatives="easiest", negatives_n=3)  # 3 of the 3 others: any self-pick shows
     ids = {row["prompt_id"]: row["prompt"] for row in rows}
     for row in rows:
         s = row["sampling"]
-        assert len(row["responses"]) == 5 and s["kinds"][3:] == ["negative:easiest"] * 2
-        assert len(s["negative_sources"]) == 2
+        assert len(row["responses"]) == 6 and s["kinds"][3:] == ["negative:easiest"] * 3
+        assert len(s["negative_sources"]) == 3
         assert all(src in ids and ids[src] != row["prompt"] for src in s["negative_sources"])
 
 
 def test_easy_answers_a_prompt_of_the_same_family(tmp_path):
-    rows = run(tmp_path, negatives="easy")
-    family = {ex.prompt_id: ex.family for ex in family_examples()}
+    # Families cut across text similarity here, so "the nearest text" would pick another family.
+    exs = family_examples([("12+34=", "a"), ("12+35=", "b"), ("sort:5,1,9=", "a"), ("sort:5,1,8=", "b")])
+    rows = run(tmp_path, exs=exs, negatives="easy")
+    family = {ex.prompt_id: ex.family for ex in exs}
     for row in rows:
         (src,) = row["sampling"]["negative_sources"]
         assert src != row["prompt_id"] and family[src] == family[row["prompt_id"]]
@@ -196,17 +198,19 @@ def test_no_incorrect_response_falls_back_and_says_so(tmp_path, caplog):
     assert "4 of 4 hardest negatives found no incorrect response" in caplog.text
 
 
-ALL_ON = dict(n_samples=4, temperatures=[0.7, 1.3], extra_negatives=1, negatives="hard")
+ALL_ON = dict(n_samples=4, temperatures=[0.7, 1.3], extra_negatives=1)
 
 
-def test_same_seed_same_rows_and_resume_is_identical(tmp_path):
-    full = run(tmp_path, "a.jsonl", task=OddIsCorrect(), **ALL_ON)
-    assert run(tmp_path, "b.jsonl", task=OddIsCorrect(), **ALL_ON) == full
-    assert run(tmp_path, "c.jsonl", task=OddIsCorrect(), seed=1, **ALL_ON) != full
+@pytest.mark.parametrize("level", ["hard", "easiest"])
+def test_same_seed_same_rows_and_resume_is_identical(tmp_path, level):
+    over = {**ALL_ON, "negatives": level}
+    full = run(tmp_path, "a.jsonl", task=OddIsCorrect(), **over)
+    assert run(tmp_path, "b.jsonl", task=OddIsCorrect(), **over) == full
+    assert run(tmp_path, "c.jsonl", task=OddIsCorrect(), seed=1, **over) != full
     journal = BatchJournal(tmp_path / "d.jsonl")
     journal.append(0, full[:2])  # batch 0 done before an interruption: batch 1 must not depend on its draws
     model, tok = tiny_policy()
-    generate_candidates(model, tok, family_examples(), OmegaConf.merge(SAMPLING, ALL_ON), 0, journal, 1,
+    generate_candidates(model, tok, family_examples(), OmegaConf.merge(SAMPLING, over), 0, journal, 1,
                         OddIsCorrect())
     journal.commit()
     assert read_jsonl(tmp_path / "d.jsonl") == full
