@@ -93,8 +93,31 @@ class SFTConfig:
     weight_decay: float = bounded(0.0, 0)
 
 
+@dataclass(frozen=True)
+class EachBound(Bound):
+    """A :class:`Bound` on every element of a list option (a list needs its own check)."""
+
+    def ok(self, v: Any) -> bool:
+        return len(v) > 0 and all(isinstance(x, (int, float)) and super(EachBound, self).ok(x) for x in v)
+
+    def __str__(self) -> str:
+        return f"a non-empty list, each {super().__str__()}"
+
+
+class Negatives(str, Enum):
+    """The paper's negative difficulty ladder (Fig. 3a; DESIGN §1 "Hard negatives")."""
+
+    none = "none"
+    easiest = "easiest"  # a response to a random other prompt of the round
+    easy = "easy"  # a response to a related prompt (same family, else the most similar text)
+    hard = "hard"  # an incorrect response sampled at high temperature (needs task.is_correct)
+    hardest = "hardest"  # an incorrect response sampled at low temperature (needs task.is_correct)
+
+
 @dataclass
 class SamplingConfig:
+    """What the generate stage samples; larpo/generation/plan.py documents each knob's effect."""
+
     n_samples: int = bounded(8, 1)  # candidates generated per prompt and round
     prompts_per_round: int = bounded(256, 1)
     # > 0: temperature 0 (greedy) would give n identical candidates and nothing to rank.
@@ -102,6 +125,18 @@ class SamplingConfig:
     top_p: float = bounded(1.0, 0, 1, lo_open=True)
     max_new_tokens: int = bounded(16, 1)
     batch_size: int = bounded(64, 1)  # prompts per generate call (each expanded to n_samples sequences)
+    # Round r samples at element r-1 (the last repeats); None: `temperature` every round.
+    temperature_schedule: list[float] | None = field(default=None, metadata={"bound": EachBound(0, lo_open=True)})
+    # Split n_samples across these temperatures (earlier ones take the remainder); None: one temperature.
+    temperatures: list[float] | None = field(default=None, metadata={"bound": EachBound(0, lo_open=True)})
+    extra_negatives: int = bounded(0, 0)  # extra low-temperature candidates appended to each list
+    extra_temperature: float = bounded(0.2, **POSITIVE)
+    negatives: Negatives | None = None  # None = none: no ladder candidates
+    negatives_n: int = bounded(1, 1)  # ladder candidates appended per prompt
+    negatives_temperature: float | None = bounded(None, **POSITIVE)  # None: hard 1.2, hardest 0.3, else the round's
+    # Incorrect-response search (hard, hardest): up to `tries` draws of `per_try` responses per prompt.
+    negatives_tries: int = bounded(4, 1)
+    negatives_per_try: int = bounded(4, 1)
 
 
 @dataclass

@@ -3,128 +3,129 @@
 Hugging Face ``generate`` runs everywhere; the vLLM backend (GPU) is imported lazily by its
 own module when configured. Sampling is seeded per batch from (seed, round, batch index), so
 a stage interrupted half-way continues from its journal and produces exactly the rows an
-uninterrupted run would have.
+uninterrupted run would have. What a row holds beyond plain samples (per-round temperatures,
+temperature splits, extra low-temperature candidates, the negative ladder) is described in
+:mod:`larpo.generation.plan`.
 """
 
 from __future__ import annotations
 
-import hashlib
 import logging
 from collections.abc import Sequence
 
-import torch
-
 from larpo.artifacts import BatchJournal
-from larpo.model import prompt_ids
+from larpo.generation.negatives import ladder_block
+from larpo.generation.plan import Block, SamplingPlan, candidates_per_prompt, check_sampling
+from larpo.generation.sampling import _decode, _left_pad, derive_seed, sample
+
+__all__ = ["_decode", "_left_pad", "candidates_per_prompt", "check_sampling", "derive_seed",
+           "generate_batch", "generate_candidates", "sample"]
 
 logger = logging.getLogger(__name__)
 
 
-def derive_seed(*parts: int | str) -> int:
-    """A stable 31-bit seed from several parts (Python's hash() is salted per process)."""
-    digest = hashlib.sha256(":".join(map(str, parts)).encode()).digest()
-    return int.from_bytes(digest[:4], "little") & 0x7FFFFFFF
+def _sample_blocks(model, tokenizer, prompts: list[str], plan: SamplingPlan, r: int, batch_seed: int,
+                   seed_of) -> list[Block]:
+    """The ``n_samples`` samples (one block per temperature), then the extra low-temperature ones."""
+    groups = plan.sample_groups(r)
+    blocks = []
+    for g, (temperature, count) in enumerate(groups):
+        # One temperature keeps the batch seed itself, so plain runs match earlier versions' artifacts.
+        s = batch_seed if len(groups) == 1 else seed_of("temperature", g)
+        rs, fs = sample(model, tokenizer, prompts, n=count, temperature=temperature, top_p=plan.top_p,
+                        max_new_tokens=plan.max_new_tokens, seed=s)
+        blocks.append(Block("sample", temperature, rs, fs))
+    if plan.extra_negatives:
+        rs, fs = sample(model, tokenizer, prompts, n=plan.extra_negatives, temperature=plan.extra_temperature,
+                        top_p=plan.top_p, max_new_tokens=plan.max_new_tokens, seed=seed_of("extra"))
+        blocks.append(Block("extra", plan.extra_temperature, rs, fs))
+    return blocks
 
 
-def _left_pad(ids: Sequence[list[int]], pad_id: int) -> tuple[torch.Tensor, torch.Tensor]:
-    width = max(len(x) for x in ids)
-    input_ids = torch.full((len(ids), width), pad_id, dtype=torch.long)
-    attn = torch.zeros((len(ids), width), dtype=torch.long)
-    for i, x in enumerate(ids):
-        input_ids[i, width - len(x) :] = torch.tensor(x)
-        attn[i, width - len(x) :] = 1
-    return input_ids, attn
+def _row(ex, i: int, blocks: list[Block], record: dict) -> dict:
+    """Prompt i's generations row: the blocks' candidates in order, each one's kind and temperature."""
+    responses, finished, kinds, temps, sources, found = [], [], [], [], [], []
+    for blk in blocks:
+        k = len(blk.responses[i])
+        responses += blk.responses[i]
+        finished += blk.finished[i]
+        kinds += [blk.kind] * k
+        temps += [blk.temperature] * k
+        sources += blk.sources[i] if blk.sources else []
+        found += blk.found[i] if blk.found else []
+    sampling = {**record, "kinds": kinds, "temperatures_per_candidate": temps}
+    if sources:
+        sampling["negative_sources"] = sources
+    if found:
+        sampling["negatives_found"] = found
+    return {"prompt_id": ex.prompt_id, "prompt": ex.prompt, "responses": responses, "finished": finished,
+            "sampling": sampling}
 
 
-def _decode(tokenizer, new_tokens: torch.Tensor) -> tuple[list[str], list[bool]]:
-    """Cut each row at its first EOS; the text excludes EOS, ``finished`` records it."""
-    eos = tokenizer.eos_token_id
-    texts, finished = [], []
-    for row in new_tokens.tolist():
-        done = eos in row
-        row = row[: row.index(eos)] if done else row
-        # Specials other than EOS are kept in the text so re-encoding gives the same ids.
-        texts.append(tokenizer.decode(row, skip_special_tokens=False))
-        finished.append(done)
-    return texts, finished
+def generate_batch(model, tokenizer, examples: Sequence, b: int, sampling, seed: int, round_: int,
+                   task=None) -> list[dict]:
+    """The generations rows of batch ``b`` of the round's ``examples``; a function of its seeds only.
 
-
-@torch.no_grad()
-def sample(
-    model,
-    tokenizer,
-    prompts: Sequence[str],
-    n: int = 1,
-    temperature: float = 1.0,
-    top_p: float = 1.0,
-    max_new_tokens: int = 16,
-    seed: int = 0,
-    max_prompt_tokens: int | None = None,
-) -> tuple[list[list[str]], list[list[bool]]]:
-    """``n`` responses per prompt with HF ``generate``; temperature 0 means greedy.
-
-    ``max_prompt_tokens``: keep only the last that many prompt tokens (benchmarks on a small model).
-    Returns responses [P][n] and finished [P][n].
+    Every draw is seeded ``derive_seed(seed, round_, "generate", b, <purpose>...)`` (the plain
+    samples: ``derive_seed(seed, round_, "generate", b)``), never from global state left by an
+    earlier batch, so a batch redone after an interruption comes out byte-identical.
     """
-    device = next(model.parameters()).device
-    ids = prompt_ids(tokenizer, list(prompts))
-    if max_prompt_tokens is not None:
-        ids = [x[-max_prompt_tokens:] for x in ids]
-    input_ids, attn = _left_pad(ids, tokenizer.pad_token_id)
-    greedy = temperature <= 0
-    kwargs = dict(do_sample=False) if greedy else dict(do_sample=True, temperature=temperature, top_p=top_p)
-    torch.manual_seed(seed)
-    out = model.generate(
-        input_ids=input_ids.to(device),
-        attention_mask=attn.to(device),
-        max_new_tokens=max_new_tokens,
-        num_return_sequences=n,
-        pad_token_id=tokenizer.pad_token_id,
-        eos_token_id=tokenizer.eos_token_id,
-        top_k=None,
-        **kwargs,
-    )
-    texts, finished = _decode(tokenizer, out[:, input_ids.shape[1] :].cpu())
-    return [texts[i * n : (i + 1) * n] for i in range(len(prompts))], [
-        finished[i * n : (i + 1) * n] for i in range(len(prompts))
-    ]
+    plan = SamplingPlan.of(sampling)
+    start = b * plan.batch_size
+    batch = examples[start : start + plan.batch_size]
+    batch_seed = derive_seed(seed, round_, "generate", b)
+
+    def seed_of(*purpose) -> int:
+        return derive_seed(seed, round_, "generate", b, *purpose)
+
+    prompts = [ex.prompt for ex in batch]
+    blocks = _sample_blocks(model, tokenizer, prompts, plan, round_, batch_seed, seed_of)
+    if plan.negatives:
+        blocks.append(ladder_block(model, tokenizer, batch, start, examples, task, plan, round_,
+                                   seed_of("negatives", plan.negatives)))
+    record = {"n_samples": plan.n_samples, "temperature": plan.round_temperature(round_), "top_p": plan.top_p,
+              "max_new_tokens": plan.max_new_tokens, "seed": batch_seed}
+    if plan.temperatures:
+        record["temperatures"] = list(plan.temperatures)
+    if plan.negatives:
+        record["negatives"] = plan.negatives
+    return [_row(ex, i, blocks, record) for i, ex in enumerate(batch)]
+
+
+def _log_fallbacks(rows: list[dict], round_: int, level: str | None) -> None:
+    found = [f for row in rows for f in row.get("sampling", {}).get("negatives_found", [])]
+    if found and not all(found):
+        logger.warning("round %d: %d of %d %s negatives found no incorrect response within the tries; "
+                       "those candidates are correct draws (sampling.negatives_found=false)",
+                       round_, found.count(False), len(found), level)
 
 
 def generate_candidates(
-    model, tokenizer, examples: Sequence, sampling, seed: int, journal: BatchJournal, round_: int
+    model, tokenizer, examples: Sequence, sampling, seed: int, journal: BatchJournal, round_: int, task=None
 ) -> None:
-    """Sample ``sampling.n_samples`` candidates for each example into ``journal``, batch by batch.
+    """Generate every batch of the round's ``examples`` into ``journal`` (see :func:`generate_batch`).
 
-    Batch b is seeded with ``derive_seed(seed, round_, "generate", b)`` and journaled whole, so
-    batches already in the journal (from an interrupted run) are skipped and the others come
-    out exactly as an uninterrupted run would make them.
+    Batches already in the journal (from an interrupted run) are skipped and the others come
+    out exactly as an uninterrupted run would make them. ``task`` is needed by the ladder
+    (``sampling.negatives=hard|hardest`` uses its ``is_correct``).
     """
     from tqdm.auto import tqdm
 
+    check_sampling(sampling, task)
     done = journal.completed()
     bs = sampling.batch_size
-    params = dict(
-        n_samples=sampling.n_samples,
-        temperature=sampling.temperature,
-        top_p=sampling.top_p,
-        max_new_tokens=sampling.max_new_tokens,
-    )
-    batches = [examples[i : i + bs] for i in range(0, len(examples), bs)]
+    n_batches = (len(examples) + bs - 1) // bs
     if done:
-        logger.info("round %d generate: resuming, %d of %d batches already journaled", round_, len(done), len(batches))
-    for b, batch in enumerate(tqdm(batches, desc=f"round {round_} generate", leave=False)):
+        logger.info("round %d generate: resuming, %d of %d batches already journaled", round_, len(done), n_batches)
+    rows_all = []
+    for b in tqdm(range(n_batches), desc=f"round {round_} generate", leave=False):
+        ids = [ex.prompt_id for ex in examples[b * bs : (b + 1) * bs]]
         if b in done:
-            if [row["prompt_id"] for row in done[b]] != [ex.prompt_id for ex in batch]:
+            if [row["prompt_id"] for row in done[b]] != ids:
                 raise ValueError(f"{journal.path}: batch {b} holds other prompts than this run's; delete the file")
+            rows_all += done[b]
             continue
-        batch_seed = derive_seed(seed, round_, "generate", b)
-        responses, finished = sample(
-            model, tokenizer, [ex.prompt for ex in batch], n=sampling.n_samples,
-            temperature=sampling.temperature, top_p=sampling.top_p,
-            max_new_tokens=sampling.max_new_tokens, seed=batch_seed,
-        )
-        journal.append(b, [
-            {"prompt_id": ex.prompt_id, "prompt": ex.prompt, "responses": rs, "finished": fs,
-             "sampling": {**params, "seed": batch_seed}}
-            for ex, rs, fs in zip(batch, responses, finished)
-        ])
+        rows = generate_batch(model, tokenizer, examples, b, sampling, seed, round_, task)
+        journal.append(b, rows)
+        rows_all += rows
+    _log_fallbacks(rows_all, round_, SamplingPlan.of(sampling).negatives)

@@ -14,7 +14,7 @@ from typing import Any
 import torch
 
 from larpo.artifacts import BatchJournal, RunDir, read_json, write_json, write_jsonl
-from larpo.generate import derive_seed, generate_candidates
+from larpo.generate import candidates_per_prompt, check_sampling, derive_seed, generate_candidates
 from larpo.model import CheckpointError, build_model, load_model, load_optimizer_state, load_tokenizer, save_checkpoint
 from larpo.schemas import GENERATIONS, LISTS, SCORES, Table, check_candidates, check_ids, read_table
 
@@ -64,7 +64,7 @@ class RunContext:
             raise PipelineError(f"{e}; the round-{r} checkpoint is damaged: re-create it with `{redo}`") from e
 
     def generations(self, r: int) -> Table:
-        n = self.cfg.sampling.n_samples
+        n = candidates_per_prompt(self.cfg.sampling)  # samples + extra and ladder negatives
         return read_table(self.rd.generations(r), GENERATIONS, n_candidates=(n, n))
 
     def log(self, metrics: dict) -> None:
@@ -98,9 +98,10 @@ def stage_sft(ctx: RunContext, r: int) -> None:
 
 
 def stage_generate(ctx: RunContext, r: int) -> None:
+    check_sampling(ctx.cfg.sampling, ctx.task)  # before the policy loads (build_context checks it too, if wired)
     model, tok = ctx.load_policy(r - 1)
     journal = BatchJournal(ctx.rd.generations(r))
-    generate_candidates(model, tok, round_prompts(ctx, r), ctx.cfg.sampling, ctx.cfg.seed, journal, r)
+    generate_candidates(model, tok, round_prompts(ctx, r), ctx.cfg.sampling, ctx.cfg.seed, journal, r, ctx.task)
     journal.commit()
 
 

@@ -1,0 +1,80 @@
+"""The sampling primitives: stable seeds and ``n`` responses per prompt with HF ``generate``."""
+
+from __future__ import annotations
+
+import hashlib
+from collections.abc import Sequence
+
+import torch
+
+from larpo.model import prompt_ids
+
+
+def derive_seed(*parts: int | str) -> int:
+    """A stable 31-bit seed from several parts (Python's hash() is salted per process)."""
+    digest = hashlib.sha256(":".join(map(str, parts)).encode()).digest()
+    return int.from_bytes(digest[:4], "little") & 0x7FFFFFFF
+
+
+def _left_pad(ids: Sequence[list[int]], pad_id: int) -> tuple[torch.Tensor, torch.Tensor]:
+    width = max(len(x) for x in ids)
+    input_ids = torch.full((len(ids), width), pad_id, dtype=torch.long)
+    attn = torch.zeros((len(ids), width), dtype=torch.long)
+    for i, x in enumerate(ids):
+        input_ids[i, width - len(x) :] = torch.tensor(x)
+        attn[i, width - len(x) :] = 1
+    return input_ids, attn
+
+
+def _decode(tokenizer, new_tokens: torch.Tensor) -> tuple[list[str], list[bool]]:
+    """Cut each row at its first EOS; the text excludes EOS, ``finished`` records it."""
+    eos = tokenizer.eos_token_id
+    texts, finished = [], []
+    for row in new_tokens.tolist():
+        done = eos in row
+        row = row[: row.index(eos)] if done else row
+        # Specials other than EOS are kept in the text so re-encoding gives the same ids.
+        texts.append(tokenizer.decode(row, skip_special_tokens=False))
+        finished.append(done)
+    return texts, finished
+
+
+@torch.no_grad()
+def sample(
+    model,
+    tokenizer,
+    prompts: Sequence[str],
+    n: int = 1,
+    temperature: float = 1.0,
+    top_p: float = 1.0,
+    max_new_tokens: int = 16,
+    seed: int = 0,
+    max_prompt_tokens: int | None = None,
+) -> tuple[list[list[str]], list[list[bool]]]:
+    """``n`` responses per prompt with HF ``generate``; temperature 0 means greedy.
+
+    ``max_prompt_tokens``: keep only the last that many prompt tokens (benchmarks on a small model).
+    Returns responses [P][n] and finished [P][n].
+    """
+    device = next(model.parameters()).device
+    ids = prompt_ids(tokenizer, list(prompts))
+    if max_prompt_tokens is not None:
+        ids = [x[-max_prompt_tokens:] for x in ids]
+    input_ids, attn = _left_pad(ids, tokenizer.pad_token_id)
+    greedy = temperature <= 0
+    kwargs = dict(do_sample=False) if greedy else dict(do_sample=True, temperature=temperature, top_p=top_p)
+    torch.manual_seed(seed)
+    out = model.generate(
+        input_ids=input_ids.to(device),
+        attention_mask=attn.to(device),
+        max_new_tokens=max_new_tokens,
+        num_return_sequences=n,
+        pad_token_id=tokenizer.pad_token_id,
+        eos_token_id=tokenizer.eos_token_id,
+        top_k=None,
+        **kwargs,
+    )
+    texts, finished = _decode(tokenizer, out[:, input_ids.shape[1] :].cpu())
+    return [texts[i * n : (i + 1) * n] for i in range(len(prompts))], [
+        finished[i * n : (i + 1) * n] for i in range(len(prompts))
+    ]
