@@ -22,6 +22,7 @@ from omegaconf import DictConfig, OmegaConf
 
 from larpo.artifacts import RunDir, RunLock, read_json, write_json
 from larpo.config import VOLATILE_KEYS, ConfigError, Stage, validate_options
+from larpo.generation.plan import candidates_per_prompt, check_sampling
 from larpo.model import resolve_device, resolve_dtype
 from larpo.stages import ROUND_STAGES, ROUND_ZERO, STAGE_FUNCS, PipelineError, RunContext, summarize
 
@@ -120,8 +121,10 @@ def build_context(cfg: DictConfig, metrics) -> RunContext:
     task = make(cfg.task, "task")
     selector = make(cfg.select, "select")
     loss_fn = make(cfg.loss, "loss")
-    selector.validate(cfg.sampling.n_samples)
-    k = selector.list_size(cfg.sampling.n_samples)
+    check_sampling(cfg.sampling, task)  # cross-option and task-dependent sampling checks (e.g. hard negatives)
+    n = candidates_per_prompt(cfg.sampling)  # samples + extras + ladder negatives
+    selector.validate(n)
+    k = selector.list_size(n)
     if k < loss_fn.min_candidates:
         raise ValueError(f"loss {loss_fn.name!r} needs lists of at least {loss_fn.min_candidates} candidates, "
                          f"but select/sampling give lists of {k}")
