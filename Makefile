@@ -9,7 +9,7 @@ PY := $(VENV)/bin/python
 STAMP := $(VENV)/.larpo-installed
 endif
 
-.PHONY: install run test faults smoke lint clean round0 table-real table-objectives table-memorization fig-temperature fig-listsize fig-passn paper-mini
+.PHONY: install run test faults smoke lint clean round0 table-real table-objectives table-memorization fig-negatives fig-temperature fig-listsize fig-passn paper-mini
 
 install: $(STAMP)
 
@@ -43,13 +43,15 @@ table-objectives: install
 	$(PY) -m larpo.studies $(STUDY_CMD) objectives
 table-memorization: install
 	$(PY) -m larpo.studies $(STUDY_CMD) memorization
+fig-negatives: install
+	$(PY) -m larpo.studies $(STUDY_CMD) negatives
 fig-temperature: install
 	$(PY) -m larpo.studies $(STUDY_CMD) temperature
 fig-listsize: install
 	$(PY) -m larpo.studies $(STUDY_CMD) listsize
 fig-passn: install
 	$(PY) -m larpo.studies $(STUDY_CMD) passn
-paper-mini: fig-passn table-objectives table-memorization fig-temperature fig-listsize  ## every study in miniature
+paper-mini: fig-passn table-objectives table-memorization fig-negatives fig-temperature fig-listsize  ## every study in miniature
 
 smoke: install  ## the shrunk end-to-end run of the tests, by hand
 	$(PY) run.py experiment=smoke $(ARGS)

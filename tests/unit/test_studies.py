@@ -55,7 +55,7 @@ def test_aggregate_writes_table_plot_and_verdict(runs, tmp_path):
     assert (tmp_path / "out" / "results.png").read_bytes()[:4] == b"\x89PNG"
 
 
-@pytest.mark.parametrize("name", ["objectives", "memorization", "temperature", "listsize", "passn"])
+@pytest.mark.parametrize("name", ["objectives", "memorization", "negatives", "temperature", "listsize", "passn"])
 def test_every_study_sweep_composes(name):
     """Each study's sweep values compose as `python run.py` overrides (first value of each)."""
     from tests.conftest import compose_config
