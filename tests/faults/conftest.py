@@ -15,7 +15,7 @@ from tests.conftest import compose_config
 
 REPO = Path(__file__).resolve().parents[2]
 # experiment=smoke with one round: every stage of round 0 and of a LarPO round, in seconds.
-FAULT_OVERRIDES = ("experiment=smoke", "rounds=1", "threads=1", "eval.pass_prompts=4")
+FAULT_OVERRIDES = ("experiment=smoke", "rounds=1", "threads=1", "eval.pass_prompts=4", "sft.steps=40")
 _TIMING = {"wall_s", "tokens_per_s"}
 
 
