@@ -11,8 +11,10 @@ import json
 import logging
 import math
 import re
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
 from pathlib import Path
+from typing import Any
 
 import torch
 
@@ -148,3 +150,26 @@ def unflatten(values: Sequence[float], sizes: Sequence[int]) -> list[list[float]
         out.append([float(v) for v in values[start : start + n]])
         start += n
     return out
+
+
+class LoadedOnDemand:
+    """Mixin of the reward models: ``loaded()`` keeps the model (``self._load_model()``) in memory
+    inside the block, re-entrant, and releases it (and the CUDA cache) on exit."""
+
+    _model: Any = None
+    device: str = "auto"
+
+    def _load_model(self) -> Any:  # pragma: no cover - every reward model defines it
+        raise NotImplementedError
+
+    @contextmanager
+    def loaded(self) -> Iterator[None]:
+        if self._model is not None:  # score() inside an open block reuses the loaded model
+            yield
+            return
+        self._model = self._load_model()
+        try:
+            yield
+        finally:
+            self._model = None
+            free_memory(resolve_device(self.device))

@@ -25,14 +25,13 @@ from __future__ import annotations
 
 import functools
 import logging
-from collections.abc import Iterator, Sequence
-from contextlib import contextmanager
+from collections.abc import Sequence
 
 import torch
 
 from larpo.rewards.common import (
+    LoadedOnDemand,
     check_finite,
-    free_memory,
     pad_right,
     read_config_dict,
     resolve_checkpoint,
@@ -97,7 +96,7 @@ def list_scores(compare: torch.Tensor) -> torch.Tensor:
     return (compare - compare.T).mean(dim=-1)
 
 
-class PairRMReward:
+class PairRMReward(LoadedOnDemand):
     """Pairwise reward model scoring each candidate against the rest of its own list.
 
     Scores are relative to their list: the same response gets a different score in another
@@ -160,19 +159,6 @@ class PairRMReward:
             for (p, i, j), value in zip(keys, logits):
                 mats[p][i, j] = value
         return mats
-
-    @contextmanager
-    def loaded(self) -> Iterator[None]:
-        """Keep the model in memory inside the block (re-entrant); released on exit."""
-        if self._model is not None:
-            yield
-            return
-        self._model = self._load_model()
-        try:
-            yield
-        finally:
-            self._model = None
-            free_memory(resolve_device(self.device))
 
     def encode(self, prompts: Sequence[str], responses: Sequence[Sequence[str]]):
         """Every ordered pair (p, i, j), i != j, as (keys [N], token ids [N], prefix positions [N][3])."""

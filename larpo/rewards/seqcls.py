@@ -10,15 +10,14 @@ it loaded across several ``score()`` calls (e.g. the batches of an evaluation).
 from __future__ import annotations
 
 import logging
-from collections.abc import Iterator, Sequence
-from contextlib import contextmanager
+from collections.abc import Sequence
 
 import torch
 
 from larpo.rewards.common import (
+    LoadedOnDemand,
     check_finite,
     check_remote_code,
-    free_memory,
     keep_end,
     pad_right,
     read_config_dict,
@@ -34,7 +33,7 @@ logger = logging.getLogger(__name__)
 _HUGE = 10**7  # tokenizers without a real limit report model_max_length ~ 1e30
 
 
-class SeqClsReward:
+class SeqClsReward(LoadedOnDemand):
     """A scalar reward r(x, y) from a sequence-classification model; absolute, not list-relative.
 
     Args (plain scalars, so every one is a Hydra override ``reward.<arg>=...``):
@@ -101,22 +100,6 @@ class SeqClsReward:
         out = unflatten(flat, [len(rs) for rs in responses])
         check_finite(out, prompts, self.name)
         return out
-
-    @contextmanager
-    def loaded(self) -> Iterator[None]:
-        """Keep the model in memory inside the block; released (and CUDA cache emptied) on exit.
-
-        Re-entrant: ``score()`` inside an open block reuses the loaded model.
-        """
-        if self._model is not None:
-            yield
-            return
-        self._model = self._load_model()
-        try:
-            yield
-        finally:
-            self._model = None
-            free_memory(resolve_device(self.device))
 
     def encode(self, prompts: Sequence[str], responses: Sequence[Sequence[str]]) -> list[list[int]]:
         """Token ids of every rendered (prompt, response) pair, flattened in order: [P*K] lists.

@@ -19,6 +19,7 @@ from larpo import stages
 from larpo.artifacts import BatchJournal, RunDir, read_json, read_jsonl
 from larpo.generate import derive_seed
 from larpo.pipeline import run
+from tests.unit.tiny import naive_logp
 
 ROUNDS = 2  # experiment=smoke
 
@@ -29,18 +30,6 @@ LIST_FIELDS = {"prompt_id", "prompt", "responses", "finished", "rewards", "ref_l
 
 def weights(path: Path) -> dict[str, torch.Tensor]:
     return load_file(str(path / "model.safetensors"))
-
-
-@torch.no_grad()
-def naive_logp(model, tok, prompt: str, response: str, finished: bool) -> float:
-    """log π(response | prompt) the slow, obvious way: one unpadded sequence, full log_softmax."""
-    rendered = tok.apply_chat_template([{"role": "user", "content": prompt}], add_generation_prompt=True,
-                                       tokenize=False)
-    p = tok(rendered, add_special_tokens=False)["input_ids"]
-    r = tok(response, add_special_tokens=False)["input_ids"] + ([tok.eos_token_id] if finished else [])
-    ids = torch.tensor([p + r])
-    logp = torch.log_softmax(model(input_ids=ids).logits[0].double(), -1)
-    return float(sum(logp[len(p) - 1 + t, tok_id] for t, tok_id in enumerate(r)))
 
 
 def check_contract(cfg, rd: RunDir) -> None:
