@@ -38,19 +38,21 @@ table-real: install  ## RUNS="dir1 dir2 ..." -> the paper's Table 2/3 layout (ta
 
 # Studies in miniature (experiments/<study>/study.yaml): a multirun + results.md/.png with a verdict.
 # SCALE=real runs the real-scale commands of the same table (DRY=1 prints them).
+# JOBS=N: jobs at once (default: the cores, at most 4; one torch thread each).
+STUDY_JOBS = $(if $(and $(JOBS),$(filter-out real,$(SCALE))),--jobs $(JOBS))
 STUDY_CMD = $(if $(filter real,$(SCALE)),$(if $(DRY),real-dry,real),run)
 table-objectives: install
-	$(PY) -m larpo.studies $(STUDY_CMD) objectives
+	$(PY) -m larpo.studies $(STUDY_CMD) objectives $(STUDY_JOBS)
 table-memorization: install
-	$(PY) -m larpo.studies $(STUDY_CMD) memorization
+	$(PY) -m larpo.studies $(STUDY_CMD) memorization $(STUDY_JOBS)
 fig-negatives: install
-	$(PY) -m larpo.studies $(STUDY_CMD) negatives
+	$(PY) -m larpo.studies $(STUDY_CMD) negatives $(STUDY_JOBS)
 fig-temperature: install
-	$(PY) -m larpo.studies $(STUDY_CMD) temperature
+	$(PY) -m larpo.studies $(STUDY_CMD) temperature $(STUDY_JOBS)
 fig-listsize: install
-	$(PY) -m larpo.studies $(STUDY_CMD) listsize
+	$(PY) -m larpo.studies $(STUDY_CMD) listsize $(STUDY_JOBS)
 fig-passn: install
-	$(PY) -m larpo.studies $(STUDY_CMD) passn
+	$(PY) -m larpo.studies $(STUDY_CMD) passn $(STUDY_JOBS)
 paper-mini: fig-passn table-objectives table-memorization fig-negatives fig-temperature fig-listsize  ## every study in miniature
 
 smoke: install  ## the shrunk end-to-end run of the tests, by hand

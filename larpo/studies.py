@@ -5,7 +5,13 @@ A study is a yaml, ``experiments/<study>/study.yaml``::
     sweep: [loss=pairwise,listwise, seed=0,1,2]   # the `python run.py -m` overrides
     factor: loss                                  # the manifest key the study varies
     metric: accuracy                              # an eval.json key of the last round
-    claim: {better: lambdarank, than: pairwise}   # optional: the verdict's comparison (factor values)
+    claim: {better: lambdarank, than: pairwise}   # optional: the verdict's comparison (factor values), or a list
+    extra_sweeps:                                 # optional: more multiruns into the same study,
+      - [loss=dpo, sampling.n_samples=2, seed=0,1,2]  # for rows a cartesian product cannot express
+
+Jobs run in parallel through Hydra's joblib launcher, one torch thread each: ``--jobs N`` (or
+``LARPO_JOBS``; default: the machine's cores, at most 4). A config-group factor (``loss``,
+``select``) is labelled by the override's choice name (``dpo``), else by its class name.
 
 ``python -m larpo.studies run <study>`` launches the sweep (``run.py -m``, so every job is an
 ordinary run directory that resumes) and then ``aggregate``: a markdown table of the metric's
@@ -19,8 +25,10 @@ from __future__ import annotations
 
 import json
 import math
+import os
 import subprocess
 import sys
+import time
 from collections import defaultdict
 from pathlib import Path
 from typing import Any
@@ -43,11 +51,31 @@ def sweep_dir(name: str) -> Path:
     return REPO / "multirun" / f"study_{name}"
 
 
-def run_sweep(study: dict, extra: list[str]) -> None:
-    """The study's multirun through run.py itself (each job resumes like any run)."""
-    cmd = [sys.executable, str(REPO / "run.py"), "-m", *study["sweep"], *extra,
-           f"hydra.sweep.dir={sweep_dir(study['name'])}"]
-    subprocess.run(cmd, cwd=REPO, check=True)
+def default_jobs() -> int:
+    """Parallel jobs of a study: ``LARPO_JOBS``, else the machine's cores (at most 4)."""
+    value = os.environ.get("LARPO_JOBS")
+    if value:
+        if not value.isdigit() or int(value) < 1:
+            raise SystemExit(f"LARPO_JOBS must be a positive integer, got {value!r}")
+        return int(value)
+    return max(1, min(4, os.cpu_count() or 1))
+
+
+def sweep_commands(study: dict, extra: list[str], jobs: int) -> list[list[str]]:
+    """The study's multiruns through run.py itself (each job resumes like any run).
+
+    With ``jobs > 1`` Hydra's joblib launcher runs that many jobs at once, each with one torch
+    thread (``threads`` is not part of a run directory's name, so the runs are the same ones).
+    """
+    parallel = ["hydra/launcher=joblib", f"hydra.launcher.n_jobs={jobs}", "threads=1"] if jobs > 1 else []
+    return [[sys.executable, str(REPO / "run.py"), "-m", *sweep, *extra, *parallel,
+             f"hydra.sweep.dir={sweep_dir(study['name'])}"]
+            for sweep in [study["sweep"], *study.get("extra_sweeps", [])]]
+
+
+def run_sweep(study: dict, extra: list[str], jobs: int | None = None) -> None:
+    for cmd in sweep_commands(study, extra, jobs or default_jobs()):
+        subprocess.run(cmd, cwd=REPO, check=True)
 
 
 def _get(config: dict, dotted: str) -> Any:
@@ -56,11 +84,21 @@ def _get(config: dict, dotted: str) -> Any:
     return config if config != {} else None
 
 
-def label(value: Any) -> str:
-    """A factor value as text; a loss/selector node by its class name."""
+def label(value: Any, choice: str | None = None) -> str:
+    """A factor value as text; a loss/selector node by its choice name, else its class name."""
     if isinstance(value, dict) and "_target_" in value:
-        return value["_target_"].rsplit(".", 1)[-1].removesuffix("Loss").lower()
+        return choice or value["_target_"].rsplit(".", 1)[-1].removesuffix("Loss").lower()
     return json.dumps(value) if isinstance(value, (list, dict)) else str(value)
+
+
+def override_choice(run_dir: Path, root: Path, factor: str) -> str | None:
+    """``dpo`` from a job directory named by its overrides (``loss=dpo,seed=0``), if it names ``factor``."""
+    for part in run_dir.relative_to(root).parts:
+        for item in part.split(","):
+            key, sep, value = item.partition("=")
+            if sep and key.lstrip("+~") == factor:
+                return value
+    return None
 
 
 def collect(root: Path, factor: str, metric: str) -> dict[str, dict[int, float]]:
@@ -74,7 +112,8 @@ def collect(root: Path, factor: str, metric: str) -> dict[str, dict[int, float]]
         rounds = json.loads(summary_path.read_text())["rounds"]
         if not rounds or metric not in rounds[-1]["eval"]:
             continue
-        out[label(_get(config, factor))][int(config["seed"])] = float(rounds[-1]["eval"][metric])
+        value = label(_get(config, factor), override_choice(manifest.parent, root, factor))
+        out[value][int(config["seed"])] = float(rounds[-1]["eval"][metric])
     return dict(out)
 
 
@@ -137,17 +176,20 @@ def plot(data: dict[str, dict[int, float]], factor: str, metric: str, path: Path
     plt.close(fig)
 
 
-def aggregate(study: dict, root: Path | None = None, out_dir: Path | None = None) -> str:
+def aggregate(study: dict, root: Path | None = None, out_dir: Path | None = None, note: str | None = None) -> str:
     """Write results.md and results.png for the study; returns the markdown."""
     root = root or sweep_dir(study["name"])
     out_dir = out_dir or EXPERIMENTS / study["name"]
     data = collect(root, study["factor"], study["metric"])
     if not data:
         raise SystemExit(f"no finished runs with {study['metric']!r} under {root}")
-    line = verdict(data, study.get("claim"), study["metric"])
+    claims = study.get("claim")
+    lines = [verdict(data, c, study["metric"]) for c in (claims if isinstance(claims, list) else [claims])]
+    line = "; ".join(lines) if len(lines) > 1 else lines[0]
+    sweeps = " + ".join(f"`{' '.join(sweep)}`" for sweep in [study["sweep"], *study.get("extra_sweeps", [])])
     text = (f"# Study: {study['name']}\n\n`python -m larpo.studies run {study['name']}` "
-            f"(sweep: `{' '.join(study['sweep'])}`)\n\n{table(data, study['factor'], study['metric'])}\n\n"
-            f"**Verdict:** {line}\n")
+            f"(sweep: {sweeps})\n\n{table(data, study['factor'], study['metric'])}\n\n"
+            f"**Verdict:** {line}\n" + (f"\n{note}\n" if note else ""))
     out_dir.mkdir(parents=True, exist_ok=True)
     (out_dir / "results.md").write_text(text)
     plot(data, study["factor"], study["metric"], out_dir / "results.png")
@@ -165,9 +207,21 @@ def main(argv: list[str]) -> None:
             if argv[0] == "real":
                 subprocess.run(command.split(), cwd=REPO, check=True)
         return
+    extra, jobs = list(argv[2:]), None
+    if "--jobs" in extra:
+        at = extra.index("--jobs")
+        if at + 1 >= len(extra) or not extra[at + 1].isdigit() or int(extra[at + 1]) < 1:
+            raise SystemExit("--jobs takes a positive integer")
+        jobs = int(extra.pop(at + 1))
+        extra.pop(at)
+    note = None
     if argv[0] == "run":
-        run_sweep(study, argv[2:])
-    sys.stdout.write(aggregate(study))
+        jobs = jobs or default_jobs()
+        t0 = time.perf_counter()
+        run_sweep(study, extra, jobs)
+        note = (f"Wall time of the sweep: {(time.perf_counter() - t0) / 60:.1f} min "
+                f"({jobs} parallel job{'s' if jobs > 1 else ''}, {os.cpu_count()} cores).")
+    sys.stdout.write(aggregate(study, note=note))
 
 
 if __name__ == "__main__":

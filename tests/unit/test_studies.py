@@ -57,10 +57,47 @@ def test_aggregate_writes_table_plot_and_verdict(runs, tmp_path):
 
 @pytest.mark.parametrize("name", ["objectives", "memorization", "negatives", "temperature", "listsize", "passn"])
 def test_every_study_sweep_composes(name):
-    """Each study's sweep values compose as `python run.py` overrides (first value of each)."""
+    """Every value of each study sweep composes as `python run.py` overrides, extra sweeps too."""
     from tests.conftest import compose_config
 
     study = load_study(name)
-    first = [o.split("=", 1)[0] + "=" + o.split("=", 1)[1].split(",")[0] for o in study["sweep"]]
-    cfg = compose_config(["run_dir=/tmp/unused", *first])
-    assert cfg is not None and study["real"]
+    for sweep in [study["sweep"], *study.get("extra_sweeps", [])]:
+        keys = [o.split("=", 1) for o in sweep]
+        for key, values in keys:
+            for value in values.split(","):
+                fixed = [f"{k}={v.split(',')[0]}" for k, v in keys if k != key]
+                cfg = compose_config(["run_dir=/tmp/unused", *fixed, f"{key}={value}"])
+                assert cfg is not None
+    assert study["real"]
+
+
+def test_a_group_factor_is_labelled_by_its_choice_name(tmp_path):
+    """`loss=dpo` and `loss=pairwise` share a class; the job directory's override names them apart."""
+    root = tmp_path / "sweep"
+    for loss, acc in [("pairwise", 0.5), ("dpo", 0.4)]:
+        fake_run(root, loss, 0, acc)
+        config = {"seed": 0, "loss": {"_target_": "larpo.losses.pairwise.PairwiseLoss", "beta": 0.1}}
+        (root / f"loss={loss},seed=0" / "manifest.json").write_text(json.dumps({"config": config}))
+    fake_run(root / "default", "lambdarank", 0, 0.6)
+    (root / "default" / "loss=lambdarank,seed=0").rename(root / "default" / "seed=0")
+    assert collect(root, "loss", "accuracy") == {"pairwise": {0: 0.5}, "dpo": {0: 0.4}, "lambdarank": {0: 0.6}}
+
+
+def test_extra_sweeps_and_parallel_jobs_are_one_command_each():
+    from larpo.studies import sweep_commands
+
+    study = {"name": "toy", "sweep": ["loss=a,b", "seed=0,1"], "extra_sweeps": [["loss=dpo", "seed=0,1"]]}
+    serial, parallel = sweep_commands(study, ["rounds=1"], 1), sweep_commands(study, [], 2)
+    assert [c[3:-1] for c in serial] == [["loss=a,b", "seed=0,1", "rounds=1"], ["loss=dpo", "seed=0,1", "rounds=1"]]
+    assert all(c[2] == "-m" and c[-1].startswith("hydra.sweep.dir=") and c[-1].endswith("study_toy") for c in serial)
+    assert parallel[1][3:-1] == ["loss=dpo", "seed=0,1", "hydra/launcher=joblib", "hydra.launcher.n_jobs=2",
+                                 "threads=1"]
+
+
+def test_a_list_of_claims_gives_one_verdict_each(runs, tmp_path):
+    text = aggregate({"name": "toy", "sweep": ["loss=a,b"], "factor": "loss", "metric": "accuracy",
+                      "claim": [{"better": "lambdarank", "than": "pairwise"}, {"better": "pairwise", "than": "lambdarank"}]},
+                     root=runs, out_dir=tmp_path / "out", note="Wall time of the sweep: 1.0 min")
+    assert "lambdarank > pairwise on accuracy: holds, +0.070" in text
+    assert "; pairwise > lambdarank on accuracy: does not hold, -0.070" in text
+    assert text.endswith("Wall time of the sweep: 1.0 min\n")
