@@ -27,9 +27,9 @@ class RunLogger:
     """Base sink and the no-op used by ``logger=none``."""
 
     def start(
-        self, config: dict, run_dir: str | Path, run_name: str | None = None
+        self, config: dict, run_dir: str | Path, run_name: str | None = None, group: str | None = None
     ) -> None:
-        """Open the run; ``config`` is the resolved config (with git sha)."""
+        """Open the run; ``config`` is the resolved config (with git sha); ``group``: its sweep."""
 
     def log(self, metrics: dict[str, float], step: int | None = None) -> None:
         """Record scalars such as ``{"train/loss": 0.6, "round": 1}``."""
@@ -39,6 +39,9 @@ class RunLogger:
 
     def log_table(self, name: str, rows: list[dict]) -> None:
         """Record per-example rows (e.g. a benchmark's outputs and judgments)."""
+
+    def log_image(self, name: str, path: str | Path) -> None:
+        """Record an image file (e.g. a study's plot)."""
 
     def finish(self) -> None:
         """Close the run; safe to call twice and after a failed start."""
@@ -130,7 +133,7 @@ class WandbLogger(RunLogger):
         self._run: Any = None
 
     def start(
-        self, config: dict, run_dir: str | Path, run_name: str | None = None
+        self, config: dict, run_dir: str | Path, run_name: str | None = None, group: str | None = None
     ) -> None:
         global _offline_announced
         import wandb  # heavy: imported only when a W&B run is really wanted
@@ -144,7 +147,7 @@ class WandbLogger(RunLogger):
             _offline_announced = True
         wandb_dir = Path(self.dir) if self.dir else Path(run_dir)
         wandb_dir.mkdir(parents=True, exist_ok=True)  # wandb.init needs an existing dir
-        kwargs = dict(project=self.project, entity=self.entity, group=self.group, tags=self.tags,
+        kwargs = dict(project=self.project, entity=self.entity, group=self.group or group, tags=self.tags,
                       dir=str(wandb_dir), name=run_name, config=strip_secrets(config or {}))
         try:
             self._run = wandb.init(mode=mode, settings=wandb.Settings(init_timeout=self.init_timeout), **kwargs)
@@ -155,6 +158,16 @@ class WandbLogger(RunLogger):
             logger.warning("W&B could not start online (%s: %s); logging offline instead (sync later with "
                            "`wandb sync`)", type(e).__name__, first_line)
             self._run = wandb.init(mode="offline", **kwargs)
+        logger.info("W&B run %r in group %r (%s)", getattr(self._run, "name", run_name),
+                    getattr(self._run, "group", kwargs["group"]), mode or "online")
+        # Per-round metrics as a series over rounds (train/* keeps wandb's own step). A cosmetic:
+        # a failure here must not turn the logger off.
+        try:
+            self._run.define_metric("round")
+            for prefix in ("eval/*", "select/*"):
+                self._run.define_metric(prefix, step_metric="round")
+        except Exception as e:
+            logger.debug("W&B define_metric failed: %s", e)
 
     def _guarded(self, what: str, fn) -> None:
         """Call ``fn`` on the run; a failure is logged once and turns the logger off."""
@@ -187,11 +200,36 @@ class WandbLogger(RunLogger):
 
         self._guarded("table", log)
 
+    def log_image(self, name: str, path: str | Path) -> None:
+        def log(run) -> None:
+            import wandb
+
+            run.log({name: wandb.Image(str(path))})
+
+        self._guarded("image", log)
+
     def finish(self) -> None:
         # Clear the handle first: a second call (or one after a failed start) is a no-op.
         run, self._run = self._run, None
         if run is not None:
             run.finish()
+
+
+def sweep_identity(default_name: str) -> tuple[str, str | None]:
+    """(run name, group) of this Hydra job: a multirun job is named by its overrides
+    (``loss=dpo,seed=1``) and grouped by its sweep directory (``study_objectives``); a single run
+    keeps ``default_name`` (``name``, plus its overrides if any) and no group."""
+    try:
+        from hydra.core.hydra_config import HydraConfig
+        from hydra.types import RunMode
+
+        hc = HydraConfig.get()
+    except (ImportError, ValueError):  # not under @hydra.main (tests, notebooks)
+        return default_name, None
+    overrides = hc.job.override_dirname
+    if hc.mode == RunMode.MULTIRUN:
+        return overrides or default_name, Path(hc.sweep.dir).name
+    return (f"{default_name}/{overrides}" if overrides else default_name), None
 
 
 @contextmanager
@@ -200,10 +238,11 @@ def logging_run(
     config: dict,
     run_dir: str | Path,
     run_name: str | None = None,
+    group: str | None = None,
 ) -> Iterator[RunLogger]:
     """Start ``run_logger`` and guarantee ``finish()`` even if the body raises (rule 9)."""
     try:
-        run_logger.start(config, run_dir, run_name)
+        run_logger.start(config, run_dir, run_name, group)
         yield run_logger
     finally:
         run_logger.finish()

@@ -200,7 +200,7 @@ def run(cfg: DictConfig) -> dict:
     """
     from transformers.utils import logging as hf_logging
 
-    from larpo.loggers import logging_run
+    from larpo.loggers import logging_run, sweep_identity
     from larpo.preflight import preflight
     from larpo.report import write_report
 
@@ -218,7 +218,8 @@ def run(cfg: DictConfig) -> dict:
             write_manifest(rd, cfg)
         logger.info("run directory: %s", rd.root.resolve())
         resolved = OmegaConf.to_container(cfg, resolve=True, enum_to_str=True)
-        with logging_run(metrics, resolved, rd.root, run_name=cfg.name):
+        run_name, group = sweep_identity(cfg.name)
+        with logging_run(metrics, resolved, rd.root, run_name=run_name, group=group):
             if cfg.stage == "all":
                 for r in range(cfg.rounds + 1):
                     for stage in stages_of(r):

@@ -176,6 +176,35 @@ def plot(data: dict[str, dict[int, float]], factor: str, metric: str, path: Path
     plt.close(fig)
 
 
+def study_logger(root: Path):
+    """The W&B logger the sweep's jobs used (their ``.hydra/config.yaml``), or None when none did."""
+    import yaml
+
+    from larpo.loggers import WandbLogger
+
+    for saved in sorted(root.rglob(".hydra/config.yaml")):
+        node = dict((yaml.safe_load(saved.read_text()) or {}).get("logger") or {})
+        if str(node.pop("_target_", "")).endswith("WandbLogger"):
+            return WandbLogger(**{**node, "group": node.get("group") or root.name})
+    return None
+
+
+def log_study(study: dict, data: dict[str, dict[int, float]], root: Path, out_dir: Path, verdict_line: str) -> None:
+    """The study's table and plot into the W&B group of its runs (the sweep directory's name)."""
+    from larpo.loggers import logging_run
+
+    run_logger = study_logger(root)
+    if run_logger is None:
+        return
+    rows = [{"factor": value, "seed": seed, study["metric"]: data[value][seed]}
+            for value in sorted(data, key=_sort_key) for seed in sorted(data[value])]
+    with logging_run(run_logger, {"study": study["name"], "factor": study["factor"], "metric": study["metric"],
+                                  "verdict": verdict_line}, root, run_name=f"{study['name']} (study)", group=root.name):
+        run_logger.log_table(f"study/{study['name']}", rows)
+        run_logger.log_image(f"study/{study['name']}_plot", out_dir / "results.png")
+        run_logger.log_summary({"verdict": verdict_line})
+
+
 def aggregate(study: dict, root: Path | None = None, out_dir: Path | None = None, note: str | None = None) -> str:
     """Write results.md and results.png for the study; returns the markdown."""
     root = root or sweep_dir(study["name"])
@@ -193,6 +222,7 @@ def aggregate(study: dict, root: Path | None = None, out_dir: Path | None = None
     out_dir.mkdir(parents=True, exist_ok=True)
     (out_dir / "results.md").write_text(text)
     plot(data, study["factor"], study["metric"], out_dir / "results.png")
+    log_study(study, data, root, out_dir, line)
     return text
 
 
