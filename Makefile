@@ -9,7 +9,7 @@ PY := $(VENV)/bin/python
 STAMP := $(VENV)/.larpo-installed
 endif
 
-.PHONY: install run test faults smoke lint clean round0 table-real table-objectives table-memorization fig-negatives fig-temperature fig-listsize fig-passn paper-mini
+.PHONY: install run test faults smoke lint clean round0 table-real table-objectives table-memorization fig-negatives fig-temperature fig-listsize fig-passn paper-mini notebooks
 
 install: $(STAMP)
 
@@ -54,6 +54,9 @@ fig-listsize: install
 fig-passn: install
 	$(PY) -m larpo.studies $(STUDY_CMD) passn $(STUDY_JOBS)
 paper-mini: fig-passn table-objectives table-memorization fig-negatives fig-temperature fig-listsize  ## every study in miniature
+
+notebooks: install  ## execute notebooks/studies.ipynb in place (reads experiments/*/results.json)
+	$(PY) notebooks/make_studies.py
 
 smoke: install  ## the shrunk end-to-end run of the tests, by hand
 	$(PY) run.py experiment=smoke $(ARGS)

@@ -8,6 +8,8 @@ A study is a yaml, ``experiments/<study>/study.yaml``::
     claim: {better: lambdarank, than: pairwise}   # optional: the verdict's comparison (factor values), or a list
     extra_sweeps:                                 # optional: more multiruns into the same study,
       - [loss=dpo, sampling.n_samples=2, seed=0,1,2]  # for rows a cartesian product cannot express
+    series: rounds                                # optional: the plot's second panel, the metric over
+                                                  # rounds (default) or `pass@N` (Pass@N against N)
 
 Jobs run in parallel through Hydra's joblib launcher, one torch thread each: ``--jobs N`` (or
 ``LARPO_JOBS``; default: the machine's cores, at most 4). A config-group factor (``loss``,
@@ -101,20 +103,37 @@ def override_choice(run_dir: Path, root: Path, factor: str) -> str | None:
     return None
 
 
-def collect(root: Path, factor: str, metric: str) -> dict[str, dict[int, float]]:
-    """{factor value: {seed: the last round's metric}} over the run directories under ``root``."""
-    out: dict[str, dict[int, float]] = defaultdict(dict)
+def _series(rounds: list[dict], kind: str, metric: str) -> list[tuple[float, float]]:
+    """The curve a study draws per run: ``metric`` over rounds, or Pass@N over N (last round)."""
+    if kind == "pass@N":
+        ev = rounds[-1]["eval"]
+        points = [(int(k.split("@", 1)[1]), float(v)) for k, v in ev.items()
+                  if k.startswith("pass@") and k.split("@", 1)[1].isdigit()]
+        return sorted(points)
+    return [(r["round"], float(r["eval"][metric])) for r in rounds if metric in r.get("eval", {})]
+
+
+def collect_series(root: Path, factor: str, metric: str, kind: str = "rounds"
+                   ) -> dict[str, dict[int, list[tuple[float, float]]]]:
+    """{factor value: {seed: [(x, y), ...]}}: each finished run's curve (see :func:`_series`)."""
+    out: dict[str, dict[int, list[tuple[float, float]]]] = defaultdict(dict)
     for manifest in sorted(root.rglob("manifest.json")):
         config = json.loads(manifest.read_text())["config"]
         summary_path = manifest.parent / "summary.json"
         if not summary_path.exists():
             continue
-        rounds = json.loads(summary_path.read_text())["rounds"]
+        rounds = sorted(json.loads(summary_path.read_text())["rounds"], key=lambda r: r["round"])
         if not rounds or metric not in rounds[-1]["eval"]:
             continue
         value = label(_get(config, factor), override_choice(manifest.parent, root, factor))
-        out[value][int(config["seed"])] = float(rounds[-1]["eval"][metric])
+        out[value][int(config["seed"])] = [(float(x), y) for x, y in _series(rounds, kind, metric)]
     return dict(out)
+
+
+def collect(root: Path, factor: str, metric: str) -> dict[str, dict[int, float]]:
+    """{factor value: {seed: the last round's metric}} over the run directories under ``root``."""
+    return {value: {seed: points[-1][1] for seed, points in seeds.items()}
+            for value, seeds in collect_series(root, factor, metric).items()}
 
 
 def mean_se(values: list[float]) -> tuple[float, float]:
@@ -157,23 +176,62 @@ def _sort_key(value: str) -> tuple:
         return (1, value)
 
 
-def plot(data: dict[str, dict[int, float]], factor: str, metric: str, path: Path) -> None:
+def plot(data: dict[str, dict[int, float]], factor: str, metric: str, path: Path | None = None,
+         series: dict[str, dict[int, list]] | None = None, series_kind: str = "rounds"):
+    """The study's figure: the metric per factor value (mean ± 2 SE over seeds) and, with ``series``,
+    each value's mean curve over rounds (or Pass@N over N). Saved to ``path`` if given; returns it."""
     import matplotlib
 
-    matplotlib.use("Agg")
+    if path is not None:
+        matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
     values = sorted(data, key=_sort_key)
     stats = [mean_se([data[v][s] for s in sorted(data[v])]) for v in values]
-    fig, ax = plt.subplots(figsize=(6, 3.5))
+    fig, axes = plt.subplots(1, 2 if series else 1, figsize=(11 if series else 6, 3.6), squeeze=False)
+    ax = axes[0][0]
     ax.errorbar(range(len(values)), [m for m, _ in stats],
                 yerr=[0 if math.isnan(se) else 2 * se for _, se in stats], fmt="o-", capsize=4)
-    ax.set_xticks(range(len(values)), values)
+    ax.set_xticks(range(len(values)), values, rotation=30 if len(values) > 5 else 0)
     ax.set_xlabel(factor)
     ax.set_ylabel(f"{metric} (±2 SE)")
+    if series:
+        ax = axes[0][1]
+        for value in values:
+            curves = [dict(points) for points in series.get(value, {}).values()]
+            xs = sorted(set.intersection(*(set(c) for c in curves))) if curves else []
+            ax.plot(xs, [sum(c[x] for c in curves) / len(curves) for x in xs], "o-", label=str(value), ms=3)
+        if series_kind == "pass@N":
+            ax.set_xscale("log", base=2)
+            ax.set_xlabel("N")
+            ax.set_ylabel("Pass@N (mean over seeds)")
+        else:
+            ax.set_xlabel("round")
+            ax.set_ylabel(f"{metric} (mean over seeds)")
+        ax.legend(title=factor, fontsize=7, ncol=2)
     fig.tight_layout()
-    fig.savefig(path, dpi=120)
-    plt.close(fig)
+    if path is not None:
+        fig.savefig(path, dpi=120)
+        plt.close(fig)
+    return fig
+
+
+def load_results(name: str, experiments: Path = EXPERIMENTS) -> dict:
+    """A study's ``results.json`` (what :func:`aggregate` wrote): data, curves and verdict."""
+    path = experiments / name / "results.json"
+    if not path.exists():
+        raise FileNotFoundError(f"no results for study {name!r} at {path}; run `python -m larpo.studies run {name}`")
+    results = json.loads(path.read_text())
+    results["final"] = {v: {int(s): x for s, x in seeds.items()} for v, seeds in results["final"].items()}
+    results["series"] = {v: {int(s): [tuple(p) for p in pts] for s, pts in seeds.items()}
+                         for v, seeds in results["series"].items()}
+    return results
+
+
+def plot_results(results: dict, path: Path | None = None):
+    """Draw a study from its ``results.json`` (notebooks/studies.ipynb)."""
+    return plot(results["final"], results["factor"], results["metric"], path, results["series"],
+                results.get("series_kind", "rounds"))
 
 
 def study_logger(root: Path):
@@ -206,9 +264,15 @@ def log_study(study: dict, data: dict[str, dict[int, float]], root: Path, out_di
 
 
 def aggregate(study: dict, root: Path | None = None, out_dir: Path | None = None, note: str | None = None) -> str:
-    """Write results.md and results.png for the study; returns the markdown."""
+    """Write results.md, results.png and results.json (the numbers behind both) for the study;
+    returns the markdown."""
     root = root or sweep_dir(study["name"])
     out_dir = out_dir or EXPERIMENTS / study["name"]
+    previous = out_dir / "results.json"
+    if note is None and previous.exists():  # a redraw keeps the wall time of the sweep that made the runs
+        note = json.loads(previous.read_text()).get("note")
+    kind = study.get("series", "rounds")
+    series = collect_series(root, study["factor"], study["metric"], kind)
     data = collect(root, study["factor"], study["metric"])
     if not data:
         raise SystemExit(f"no finished runs with {study['metric']!r} under {root}")
@@ -221,7 +285,10 @@ def aggregate(study: dict, root: Path | None = None, out_dir: Path | None = None
             f"**Verdict:** {line}\n" + (f"\n{note}\n" if note else ""))
     out_dir.mkdir(parents=True, exist_ok=True)
     (out_dir / "results.md").write_text(text)
-    plot(data, study["factor"], study["metric"], out_dir / "results.png")
+    plot(data, study["factor"], study["metric"], out_dir / "results.png", series, kind)
+    results = {"study": study["name"], "factor": study["factor"], "metric": study["metric"], "series_kind": kind,
+               "final": data, "series": series, "verdict": line, "note": note}
+    (out_dir / "results.json").write_text(json.dumps(results, indent=1) + "\n")
     log_study(study, data, root, out_dir, line)
     return text
 

@@ -101,3 +101,33 @@ def test_a_list_of_claims_gives_one_verdict_each(runs, tmp_path):
     assert "lambdarank > pairwise on accuracy: holds, +0.070" in text
     assert "; pairwise > lambdarank on accuracy: does not hold, -0.070" in text
     assert text.endswith("Wall time of the sweep: 1.0 min\n")
+
+
+def test_results_json_holds_the_curves_and_the_notebook_reader_draws_them(runs, tmp_path):
+    from larpo.studies import load_results, plot_results
+
+    aggregate({"name": "toy", "sweep": ["loss=a,b"], "factor": "loss", "metric": "accuracy",
+               "claim": {"better": "lambdarank", "than": "pairwise"}}, root=runs, out_dir=tmp_path / "toy",
+              note="Wall time of the sweep: 2.0 min")
+    results = load_results("toy", experiments=tmp_path)
+    assert results["final"]["pairwise"] == {0: 0.44, 1: 0.46, 2: 0.48}
+    assert results["series"]["lambdarank"][1] == [(0.0, 0.4), (3.0, 0.56)]  # (round, accuracy)
+    assert results["verdict"].startswith("lambdarank > pairwise on accuracy: holds")
+    fig = plot_results(results, tmp_path / "again.png")
+    assert len(fig.axes) == 2 and (tmp_path / "again.png").stat().st_size > 0
+    # A redraw without a new sweep keeps the sweep's wall time.
+    text = aggregate({"name": "toy", "sweep": ["loss=a,b"], "factor": "loss", "metric": "accuracy"}, root=runs,
+                     out_dir=tmp_path / "toy")
+    assert text.endswith("Wall time of the sweep: 2.0 min\n")
+
+
+def test_pass_at_n_curves_come_from_the_last_round(tmp_path):
+    from larpo.studies import collect_series
+
+    d = tmp_path / "eval.pass_temperature=0.5,seed=0"
+    d.mkdir()
+    (d / "manifest.json").write_text(json.dumps({"config": {"seed": 0, "eval": {"pass_temperature": 0.5}}}))
+    ev = {"pass@1": 0.4, "pass@2": 0.5, "pass@4": 0.7, "pass@max": 0.9, "accuracy": 0.45}
+    (d / "summary.json").write_text(json.dumps({"rounds": [{"round": 0, "eval": ev}]}))
+    series = collect_series(tmp_path, "eval.pass_temperature", "pass@4", "pass@N")
+    assert series == {"0.5": {0: [(1.0, 0.4), (2.0, 0.5), (4.0, 0.7)]}}
