@@ -15,6 +15,7 @@ import subprocess
 import time
 from importlib import metadata
 from pathlib import Path
+from typing import Any
 
 import torch
 from hydra.utils import instantiate
@@ -69,6 +70,49 @@ def _has_artifacts(rd: RunDir) -> bool:
     return rd.summary.exists() or any(rd.root.glob("round_*"))
 
 
+_NO_DEFAULT = object()
+
+
+def _is_default(key: str, value: Any, config: dict) -> bool:
+    """Whether ``value`` is the default of option ``key``: the schema's (larpo/config.py) or, inside a
+    component node (``_target_``), its constructor's keyword default."""
+    import importlib
+    import inspect
+
+    from larpo.config import Config
+
+    schema = OmegaConf.structured(Config)
+    parts = key.split(".")
+    try:
+        default = OmegaConf.select(schema, key, default=_NO_DEFAULT, throw_on_missing=False)
+    except Exception:  # noqa: BLE001  (a key through an Any node of the schema)
+        default = _NO_DEFAULT
+    if default is not _NO_DEFAULT and not OmegaConf.is_config(default):
+        return OmegaConf.to_container(OmegaConf.create({"v": default}), enum_to_str=True)["v"] == value
+    node: Any = config
+    for part in parts[:-1]:
+        node = node.get(part) if isinstance(node, dict) else None
+    target = node.get("_target_") if isinstance(node, dict) else None
+    if not isinstance(target, str) or "." not in target:
+        return False
+    module, _, name = target.rpartition(".")
+    try:
+        component = getattr(importlib.import_module(module), name)
+    except (ImportError, AttributeError):
+        return False
+    # The keyword may be declared by a base class that receives it through **options.
+    inits = [c.__init__ for c in inspect.getmro(component)] if inspect.isclass(component) else [component]
+    for fn in inits:
+        try:
+            param = inspect.signature(fn).parameters.get(parts[-1])
+        except (TypeError, ValueError):
+            continue
+        if param is not None and param.default is not inspect.Parameter.empty:
+            default = param.default
+            return (default.value if hasattr(default, "value") and not isinstance(value, type(default)) else default) == value
+    return False
+
+
 def check_run_dir(rd: RunDir, cfg: DictConfig) -> bool:
     """Refuse a run directory this config must not touch; True if the manifest is to be written.
 
@@ -83,8 +127,13 @@ def check_run_dir(rd: RunDir, cfg: DictConfig) -> bool:
         # other evaluation settings (a benchmark run alone on a checkpoint): they change no artifact
         # another stage reads.
         free = ("eval.", "judge.") if cfg.stage == "evaluate" else ()
+        # Options added to LarPO since the run was made are compatible at their defaults (by
+        # convention a new option's default keeps the old behaviour): an upgrade must not strand a run.
+        added = sorted(k for k in set(b) - set(a) if _is_default(k, b[k], run_config(cfg)))
+        if added:
+            logger.warning("%s predates option(s) %s; resuming with their defaults", rd.manifest, ", ".join(added))
         diff = sorted(k for k in set(a) | set(b)
-                      if a.get(k) != b.get(k) and k != "rounds" and not k.startswith(free))
+                      if a.get(k) != b.get(k) and k != "rounds" and not k.startswith(free) and k not in added)
         if diff:
             shown = ", ".join(f"{k}: {a.get(k)!r} -> {b.get(k)!r}" for k in diff[:10])
             raise PipelineError(

@@ -176,6 +176,27 @@ def test_directory_with_artifacts_but_no_manifest(finished, tmp_path):
     assert (run_dir / "manifest.json").exists()
 
 
+def test_a_run_made_before_new_options_resumes_at_their_defaults(finished, tmp_path, caplog):
+    """A manifest written by an older LarPO lacks options added since: at their defaults (the schema's,
+    or the component constructor's) the run resumes, doing nothing, with a warning naming them;
+    at another value it is refused like any other difference."""
+    run_dir = tmp_path / "run"
+    shutil.copytree(finished, run_dir)
+    manifest = json.loads((run_dir / "manifest.json").read_text())
+    del manifest["config"]["select"]["pool"]  # a component option (Selector's keyword default)
+    del manifest["config"]["sampling"]["negatives"]  # a schema option (SamplingConfig's default)
+    (run_dir / "manifest.json").write_text(json.dumps(manifest))
+    before = raw_digest(run_dir)
+    with caplog.at_level("WARNING", logger="larpo.pipeline"):
+        run(fault_cfg(run_dir))
+    assert "predates option(s) sampling.negatives, select.pool; resuming with their defaults" in caplog.text
+    after = raw_digest(run_dir)
+    assert {k: v for k, v in after.items() if k != ".lock"} == {k: v for k, v in before.items() if k != ".lock"}
+    # nothing re-done, the old manifest kept (.lock records the last holder)
+    with pytest.raises(Exception, match=r"1 key\(s\) differ: select.pool: None -> 'all'"):
+        run(fault_cfg(run_dir, "select.pool=all"))
+
+
 def test_different_config_is_refused_and_changes_nothing(finished, tmp_path):
     run_dir = tmp_path / "run"
     shutil.copytree(finished, run_dir)
