@@ -170,6 +170,8 @@ class EvalConfig:
     # Benchmarks (AlpacaEval 2, MixEval): greedy answers, at most this long (and within the model's positions).
     benchmark_max_new_tokens: int = bounded(2048, 1)
     benchmark_batch_size: int = bounded(16, 1)
+    # Shortcut for the `judge=` group: `eval.judge=reward` is `judge=reward` (conf/judge/<name>.yaml).
+    judge: str | None = None
     alpacaeval2: Any = None  # conf/eval/alpacaeval2.yaml: a node with _target_ (larpo.evals.alpacaeval.AlpacaEval2)
     mixeval_hard: Any = None
     mixeval: Any = None
@@ -226,8 +228,32 @@ def _walk(schema: Any, node: Any, prefix: str) -> list[str]:
     return problems
 
 
+def apply_judge_shortcut(cfg: Any) -> None:
+    """``eval.judge=<name>`` stands for ``judge=<name>``: put conf/judge/<name>.yaml in ``cfg.judge``.
+
+    Hydra picks a group's option only from a ``group=option`` override; this lets the judge be
+    named where the benchmarks are configured, as ``eval.judge=reward``.
+    """
+    from pathlib import Path
+
+    from omegaconf import OmegaConf, open_dict
+
+    name = cfg.eval.get("judge")
+    if not name:
+        return
+    folder = Path(__file__).resolve().parents[1] / "conf" / "judge"
+    path = folder / f"{name}.yaml"
+    if not path.exists():
+        known = ", ".join(sorted(p.stem for p in folder.glob("*.yaml")))
+        raise ConfigError(f"eval.judge={name!r}: no conf/judge/{name}.yaml; judges: {known}")
+    node = OmegaConf.load(path)
+    with open_dict(cfg):
+        cfg.judge = node
+
+
 def validate_options(cfg: Any) -> None:
     """Check every bounded option of ``cfg`` (a composed DictConfig) before any work is done."""
+    apply_judge_shortcut(cfg)
     problems = _walk(Config, cfg, "")
     if cfg.stage != "all" and cfg.round is None:
         problems.append(f"stage={Stage(cfg.stage).value} needs round=<r>: the round whose stage to re-run")

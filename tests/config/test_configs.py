@@ -86,3 +86,18 @@ def test_multirun_sweeps_four_losses_into_four_directories(tmp_path):
     for loss, run_dir in zip(("contrastive", "lambdarank", "listmle", "pairwise"), runs):
         assert f"loss={loss}" in run_dir.name.split(",")  # the directory is named by its overrides
     assert all((p / "round_0" / "eval.json").exists() for p in runs)
+
+
+def test_eval_judge_is_the_judge_group_by_name():
+    """`eval.judge=reward` (the spelling beside the benchmarks) gives the same judge node as `judge=reward`."""
+    from omegaconf import OmegaConf
+
+    from larpo.config import ConfigError, validate_options
+
+    short = compose_config(["run_dir=/tmp/unused", "eval=[task,alpacaeval2]", "eval.judge=reward"])
+    group = compose_config(["run_dir=/tmp/unused", "eval=[task,alpacaeval2]", "judge=reward"])
+    assert short.judge._target_ != group.judge._target_  # before: the default judge (gpt4_turbo)
+    validate_options(short)
+    assert OmegaConf.to_container(short.judge) == OmegaConf.to_container(group.judge)
+    with pytest.raises(ConfigError, match=r"eval.judge='gpt5': no conf/judge/gpt5.yaml; judges: gpt35_turbo, "):
+        validate_options(compose_config(["run_dir=/tmp/unused", "eval.judge=gpt5"]))
