@@ -301,11 +301,20 @@ def run_children(jobs: Sequence[Job], slices: Sequence[str | None]) -> None:
         cmd = [sys.executable, "-m", "larpo.generation.vllm_backend", str(path)]
         procs.append((k, path, cmd, subprocess.Popen(cmd, env=env)))
     failed = []
-    for k, path, cmd, proc in procs:
-        if proc.wait() != 0:
-            failed.append(f"engine {k} exited with {proc.returncode} (re-run it alone: {' '.join(cmd)})")
-        else:
-            path.unlink(missing_ok=True)
+    try:
+        for k, path, cmd, proc in procs:
+            if proc.wait() != 0:
+                failed.append(f"engine {k} exited with {proc.returncode} (re-run it alone: {' '.join(cmd)})")
+            else:
+                path.unlink(missing_ok=True)
+    finally:  # interrupted (Ctrl-C, a SLURM preemption signal): no engine outlives the stage
+        for *_, proc in procs:
+            if proc.poll() is None:
+                proc.terminate()
+                try:
+                    proc.wait(timeout=30)
+                except subprocess.TimeoutExpired:
+                    proc.kill()
     if failed:
         raise RuntimeError("vLLM generation failed: " + "; ".join(failed) + "; the batches it finished are kept, "
                            "the same command resumes")
