@@ -230,6 +230,12 @@ class Config:
 # Keys that choose *what to do now* rather than *what the run is*: they may differ when a
 # run directory is resumed, and they do not name the run directory.
 VOLATILE_KEYS = ("stage", "round", "resume", "adopt", "run_dir", "logger", "device", "threads")
+# Nested keys that say how to run, not what the run computes: a resume may change them (e.g. a
+# smaller vLLM memory share after an out-of-memory error).
+RESOURCE_PREFIXES = ("sampling.vllm.",)
+# Keys added after run directories were made, with the value those runs used: a manifest
+# without the key resumes as if it had this value.
+ADDED_KEYS = {"sampling.backend": "hf"}
 
 
 class ConfigError(ValueError):

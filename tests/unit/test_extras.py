@@ -7,9 +7,9 @@ vLLM pins torch and transformers exactly; the core requirements must admit those
 
 from __future__ import annotations
 
-import tomllib
 from pathlib import Path
 
+import tomllib
 from packaging.requirements import Requirement
 
 PYPROJECT = Path(__file__).resolve().parents[2] / "pyproject.toml"

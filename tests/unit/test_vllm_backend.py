@@ -188,3 +188,38 @@ def test_a_journal_of_other_prompts_is_refused(tmp_path):
     journal.append(0, [{"prompt_id": "train-00009"}, {"prompt_id": "train-00001"}])
     with pytest.raises(ValueError, match="batch 0 holds other prompts"):
         generate_in_children(tmp_path / "ckpt", _examples(2), _cfg(), 1, journal)
+
+
+def _manifest(tmp_path, cfg, drop=()):
+    import json
+
+    from larpo.pipeline import run_config
+
+    config = run_config(cfg)
+    for key in drop:
+        config["sampling"].pop(key)
+    (tmp_path / "manifest.json").write_text(json.dumps({"config": config}))
+
+
+def test_resume_may_change_vllm_resources_but_not_the_backend(tmp_path):
+    from larpo.artifacts import RunDir
+    from larpo.pipeline import PipelineError, check_run_dir
+
+    base = ["experiment=smoke", f"run_dir={tmp_path}", "sampling.backend=vllm"]
+    _manifest(tmp_path, compose_config(base))
+    assert check_run_dir(RunDir(tmp_path), compose_config([*base, "sampling.vllm.gpu_memory_utilization=0.5",
+                                                           "sampling.vllm.tensor_parallel_size=2"])) is False
+    with pytest.raises(PipelineError, match=r"1 key\(s\) differ: sampling.backend: 'vllm' -> 'hf'"):
+        check_run_dir(RunDir(tmp_path), compose_config([*base, "sampling.backend=hf"]))
+
+
+def test_a_manifest_from_before_the_backend_option_resumes_as_hf(tmp_path):
+    from larpo.artifacts import RunDir
+    from larpo.pipeline import PipelineError, check_run_dir
+
+    cfg = compose_config(["experiment=smoke", f"run_dir={tmp_path}"])
+    _manifest(tmp_path, cfg, drop=("backend", "vllm"))
+    assert check_run_dir(RunDir(tmp_path), cfg) is False
+    with pytest.raises(PipelineError, match=r"sampling.backend: 'hf' -> 'vllm'"):
+        check_run_dir(RunDir(tmp_path), compose_config(["experiment=smoke", f"run_dir={tmp_path}",
+                                                        "sampling.backend=vllm"]))
