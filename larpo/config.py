@@ -114,6 +114,28 @@ class Negatives(str, Enum):
     hardest = "hardest"  # an incorrect response sampled at low temperature (needs task.is_correct)
 
 
+class Backend(str, Enum):
+    """Who runs the generate stage's sampling (``sampling.backend``)."""
+
+    hf = "hf"  # Hugging Face ``generate`` in the pipeline's process (CPU or GPU)
+    vllm = "vllm"  # vLLM in a child process per round (GPU; ``pip install -e '.[gpu]'``)
+
+
+@dataclass
+class VLLMConfig:
+    """``sampling.vllm.*``: the vLLM engine of ``sampling.backend=vllm`` (larpo/generation/vllm_backend.py)."""
+
+    tensor_parallel_size: int = bounded(1, 1)  # GPUs one engine shards the model over
+    # Engines (child processes) side by side, each on its own tensor_parallel_size GPUs; the
+    # round's batches still to do are dealt to them round-robin.
+    data_parallel_size: int = bounded(1, 1)
+    gpu_memory_utilization: float = bounded(0.9, 0, 1, lo_open=True)  # share of each GPU vLLM may take
+    max_model_len: int | None = bounded(None, 1)  # None: the model's max_position_embeddings
+    dtype: str = "auto"  # auto (the checkpoint's torch_dtype) | bfloat16 | float16 | float32
+    enforce_eager: bool = False  # no CUDA graphs: slower decoding, faster start and less memory
+    max_num_seqs: int | None = bounded(None, 1)  # None: vLLM's default concurrent sequences
+
+
 @dataclass
 class SamplingConfig:
     """What the generate stage samples; larpo/generation/plan.py documents each knob's effect."""
@@ -137,6 +159,8 @@ class SamplingConfig:
     # Incorrect-response search (hard, hardest): up to `tries` draws of `per_try` responses per prompt.
     negatives_tries: int = bounded(4, 1)
     negatives_per_try: int = bounded(4, 1)
+    backend: Backend = Backend.hf  # hf | vllm
+    vllm: VLLMConfig = field(default_factory=VLLMConfig)
 
 
 @dataclass
@@ -208,6 +232,12 @@ class Config:
 # Keys that choose *what to do now* rather than *what the run is*: they may differ when a
 # run directory is resumed, and they do not name the run directory.
 VOLATILE_KEYS = ("stage", "round", "resume", "adopt", "run_dir", "logger", "device", "threads")
+# Nested keys that say how to run, not what the run computes: a resume may change them (e.g. a
+# smaller vLLM memory share after an out-of-memory error).
+RESOURCE_PREFIXES = ("sampling.vllm.",)
+# Keys added after run directories were made, with the value those runs used: a manifest
+# without the key resumes as if it had this value.
+ADDED_KEYS = {"sampling.backend": "hf"}
 
 
 class ConfigError(ValueError):

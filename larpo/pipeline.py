@@ -22,7 +22,7 @@ from hydra.utils import instantiate
 from omegaconf import DictConfig, OmegaConf
 
 from larpo.artifacts import RunDir, RunLock, read_json, write_json
-from larpo.config import VOLATILE_KEYS, ConfigError, Stage, validate_options
+from larpo.config import ADDED_KEYS, RESOURCE_PREFIXES, VOLATILE_KEYS, ConfigError, Stage, validate_options
 from larpo.generation.plan import candidates_per_prompt, check_sampling
 from larpo.model import resolve_device, resolve_dtype
 from larpo.stages import ROUND_STAGES, ROUND_ZERO, STAGE_FUNCS, PipelineError, RunContext, summarize
@@ -122,11 +122,11 @@ def check_run_dir(rd: RunDir, cfg: DictConfig) -> bool:
         if not cfg.resume:
             raise PipelineError(f"{rd.root} already holds a run and resume=false; choose another run_dir=")
         old = read_json(rd.manifest).get("config", {})
-        a, b = _flatten(old), _flatten(run_config(cfg))
+        a, b = {**ADDED_KEYS, **_flatten(old)}, _flatten(run_config(cfg))
         # `rounds` may grow: later rounds never change earlier ones. A forced evaluation may use
         # other evaluation settings (a benchmark run alone on a checkpoint): they change no artifact
-        # another stage reads.
-        free = ("eval.", "judge.") if cfg.stage == "evaluate" else ()
+        # another stage reads. Resource settings (RESOURCE_PREFIXES) may always change.
+        free = RESOURCE_PREFIXES + (("eval.", "judge.") if cfg.stage == "evaluate" else ())
         # Options added to LarPO since the run was made are compatible at their defaults (by
         # convention a new option's default keeps the old behaviour): an upgrade must not strand a run.
         added = sorted(k for k in set(b) - set(a) if _is_default(k, b[k], run_config(cfg)))

@@ -63,13 +63,118 @@ def count_parameters(model_cfg) -> int:
     return sum(p.numel() for p in model.parameters())
 
 
+GB = 1e9
+
+
+def train_memory_per_gpu(n_params: int, world_size: int = 1, zero_stage: int = 0, param_bytes: int = 4,
+                         mixed_precision: bool = False) -> dict[str, float]:
+    """Bytes per GPU for the policy's weights, gradients and AdamW states (activations excluded).
+
+    With Ψ parameters and N = ``world_size`` data-parallel ranks (ZeRO paper, Rajbhandari et al. 2020):
+
+    - ``mixed_precision`` (DeepSpeed bf16/fp16): weights 2Ψ, gradients 2Ψ, optimizer states 12Ψ
+      (fp32 master weights 4Ψ + Adam m 4Ψ + v 4Ψ);
+    - otherwise (plain PyTorch AdamW, everything in the parameter dtype of b bytes): bΨ, bΨ, 2bΨ.
+
+    ZeRO shards: stage 0 (DDP) nothing, W + G + O; stage 1 the states, W + G + O/N; stage 2 states
+    and gradients, W + (G + O)/N; stage 3 everything, (W + G + O)/N. E.g. 7e9 parameters in bf16
+    with fp32 master weights: 112 GB at stage 0, 14 + 98/8 = 26.25 GB at stage 2 on 8 GPUs.
+    """
+    if zero_stage not in (0, 1, 2, 3):
+        raise ValueError(f"ZeRO stage {zero_stage} is not one of 0, 1, 2, 3")
+    if world_size < 1:
+        raise ValueError(f"world size {world_size} < 1")
+    w, g, o = (2.0, 2.0, 12.0) if mixed_precision else (param_bytes, param_bytes, 2.0 * param_bytes)
+    n = float(world_size)
+    w, g, o = w * n_params, g * n_params, o * n_params
+    if zero_stage >= 1:
+        o /= n
+    if zero_stage >= 2:
+        g /= n
+    if zero_stage >= 3:
+        w /= n
+    return {"weights": w, "gradients": g, "optimizer": o, "total": w + g + o}
+
+
+def vllm_share(n_params: int, param_bytes: int, utilization: float, gpu_bytes: float | None,
+               tensor_parallel_size: int = 1) -> dict[str, float | None]:
+    """What one vLLM engine takes of each of its GPUs: ``utilization`` x the GPU's memory.
+
+    Of that, the weights are Ψ·b / tensor_parallel_size (b: bytes per parameter of vLLM's dtype)
+    and the KV cache gets the rest (None when the GPU size is unknown, e.g. planning on a CPU).
+    """
+    weights = n_params * param_bytes / tensor_parallel_size
+    share = utilization * gpu_bytes if gpu_bytes else None
+    return {"share": share, "weights": weights, "kv_cache": None if share is None else share - weights}
+
+
+def world_size(cfg) -> int:
+    """Training processes: ``train.num_processes`` if the launcher sets one, else the visible GPUs under
+    ``train.launcher=accelerate``, else 1 (the in-process trainer)."""
+    from omegaconf import OmegaConf
+
+    n = OmegaConf.select(cfg, "train.num_processes", default=None)
+    if n:
+        return int(n)
+    if str(OmegaConf.select(cfg, "train.launcher", default="none")) == "accelerate" and torch.cuda.is_available():
+        return torch.cuda.device_count()
+    return 1
+
+
+def memory_lines(ctx: RunContext, n_params: int) -> list[str]:
+    """The plan's memory lines: training per GPU under the ZeRO stage, and vLLM's share while generating."""
+    from omegaconf import OmegaConf
+
+    cfg = ctx.cfg
+    world = world_size(cfg)
+    zero = int(OmegaConf.select(cfg, "train.zero_stage", default=0) or 0)
+    mixed = zero > 0 and ctx.dtype != torch.float32  # DeepSpeed keeps fp32 master weights
+    m = train_memory_per_gpu(n_params, world, zero, _BYTES[ctx.dtype], mixed)
+    how = "bf16/fp16 weights + fp32 master weights and AdamW (16 B/param)" if mixed else \
+        f"weights, gradients and AdamW in {cfg.model.dtype} ({4 * _BYTES[ctx.dtype]} B/param)"
+    lines = [f"training: world size {world}, ZeRO stage {zero}: ~{m['total'] / GB:.2f} GB per GPU for {how}, "
+             f"sharded as W {m['weights'] / GB:.2f} + G {m['gradients'] / GB:.2f} + O {m['optimizer'] / GB:.2f} GB; "
+             "activations come on top"]
+    if cfg.sampling.backend == "vllm":
+        v = cfg.sampling.vllm
+        vb = _BYTES.get(resolve_vllm_dtype(v.dtype, ctx.dtype), 2)
+        gpu = torch.cuda.get_device_properties(0).total_memory if torch.cuda.is_available() else None
+        share = vllm_share(n_params, vb, v.gpu_memory_utilization, gpu, v.tensor_parallel_size)
+        if share["kv_cache"] is not None and share["kv_cache"] <= 0:
+            raise PipelineError(
+                f"vLLM's share of each GPU (sampling.vllm.gpu_memory_utilization={v.gpu_memory_utilization} x "
+                f"{gpu / GB:.1f} GB) does not hold the weights ({share['weights'] / GB:.2f} GB per GPU at "
+                f"tensor_parallel_size={v.tensor_parallel_size}): raise one of them")
+        of = f"{share['share'] / GB:.1f} GB" if share["share"] else "of each GPU"
+        kv = f", KV cache ~{share['kv_cache'] / GB:.1f} GB" if share["kv_cache"] is not None else ""
+        lines.append(f"generate: vLLM in a child process, {v.data_parallel_size} engine(s) x "
+                     f"{v.tensor_parallel_size} GPU(s), {v.gpu_memory_utilization:.0%} {of} per GPU (weights "
+                     f"{share['weights'] / GB:.2f} GB{kv}); freed before training")
+    return lines
+
+
+def resolve_vllm_dtype(name: str, model_dtype: torch.dtype) -> torch.dtype:
+    """``sampling.vllm.dtype`` as a torch dtype; ``auto`` is taken as the policy's dtype (for the plan)."""
+    return {"bfloat16": torch.bfloat16, "float16": torch.float16, "half": torch.float16,
+            "float32": torch.float32, "float": torch.float32}.get(str(name), model_dtype)
+
+
+def check_backend(cfg) -> None:
+    """``sampling.backend=vllm`` needs vllm and CUDA: say so at start-up, not at the first generate stage."""
+    if cfg.sampling.backend != "vllm":
+        return
+    from larpo.generation.vllm_backend import vllm_problem
+
+    problem = vllm_problem()
+    if problem:
+        raise PipelineError(f"sampling.backend=vllm cannot run here: {problem}")
+
+
 def plan(ctx: RunContext, n_params: int, longest_prompt: int) -> str:
     """What the run will do and roughly what it needs, in a few lines."""
     cfg, s = ctx.cfg, ctx.cfg.sampling
     k = ctx.selector.list_size(s.n_samples)
     w = _BYTES[ctx.dtype]
-    # Weights + gradients + AdamW's two moments, all in the parameter dtype; activations come on top.
-    train_gb = n_params * 4 * w / 1e9
     ckpt_gb = n_params * w / 1e9 * (3 if cfg.train.carry_optimizer else 1)
     policy = cfg.model.pretrained or f"built from model.arch ({n_params / 1e6:.2f} M parameters)"
     reward = getattr(ctx.reward, "name", type(ctx.reward).__name__)
@@ -80,7 +185,7 @@ def plan(ctx: RunContext, n_params: int, longest_prompt: int) -> str:
         f"{cfg.rounds} round(s) x {s.prompts_per_round} prompts x {s.n_samples} samples "
         f"(<= {s.max_new_tokens} new tokens; longest rendered prompt {longest_prompt} tokens), "
         f"{cfg.train.epochs} epoch(s) a round",
-        f"memory for training, one device, no sharding: ~{train_gb:.2f} GB (weights, gradients, AdamW) + activations",
+        *memory_lines(ctx, n_params),
         f"disk: ~{ckpt_gb:.2f} GB per round's checkpoint ({cfg.rounds + 1} checkpoints)",
     ]
     return "\n  ".join(["plan:", *lines])
@@ -89,6 +194,7 @@ def plan(ctx: RunContext, n_params: int, longest_prompt: int) -> str:
 def preflight(ctx: RunContext) -> None:
     """Every check that needs the components; logs the plan when all pass."""
     cfg = ctx.cfg
+    check_backend(cfg)
     check_dtype(ctx)
     for key in ("pretrained", "tokenizer"):  # named by their option, before a loader names them otherwise
         if cfg.model[key]:

@@ -99,9 +99,14 @@ def stage_sft(ctx: RunContext, r: int) -> None:
 
 def stage_generate(ctx: RunContext, r: int) -> None:
     check_sampling(ctx.cfg.sampling, ctx.task)  # before the policy loads (build_context checks it too, if wired)
-    model, tok = ctx.load_policy(r - 1)
     journal = BatchJournal(ctx.rd.generations(r))
-    generate_candidates(model, tok, round_prompts(ctx, r), ctx.cfg.sampling, ctx.cfg.seed, journal, r, ctx.task)
+    if ctx.cfg.sampling.backend == "vllm":  # child processes load the checkpoint folder into vLLM (GPU)
+        from larpo.generation.vllm_backend import generate_in_children
+
+        generate_in_children(ctx.checkpoint(r - 1), round_prompts(ctx, r), ctx.cfg, r, journal)
+    else:
+        model, tok = ctx.load_policy(r - 1)
+        generate_candidates(model, tok, round_prompts(ctx, r), ctx.cfg.sampling, ctx.cfg.seed, journal, r, ctx.task)
     journal.commit()
 
 

@@ -56,6 +56,10 @@ def sample(
     ``max_prompt_tokens``: keep only the last that many prompt tokens (benchmarks on a small model).
     Returns responses [P][n] and finished [P][n].
     """
+    other = getattr(model, "sample_texts", None)
+    if other is not None:  # another backend (larpo.generation.vllm_backend.VLLMPolicy): same contract
+        return other(prompts, n=n, temperature=temperature, top_p=top_p, max_new_tokens=max_new_tokens, seed=seed,
+                     max_prompt_tokens=max_prompt_tokens)
     device = next(model.parameters()).device
     ids = prompt_ids(tokenizer, list(prompts))
     if max_prompt_tokens is not None:

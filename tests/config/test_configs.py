@@ -14,7 +14,8 @@ from omegaconf import OmegaConf
 from tests.conftest import CONF_DIR, compose_config
 
 REPO = CONF_DIR.parent
-GROUPS = sorted(p.name for p in CONF_DIR.iterdir() if p.is_dir() and p.name not in {"local", "hydra"})
+# local, local.example: per-user settings (gitignored) and the example to copy there; not options of a run.
+GROUPS = sorted(p.name for p in CONF_DIR.iterdir() if p.is_dir() and p.name not in {"local", "local.example", "hydra"})
 OPTIONS = [(g, f.stem) for g in GROUPS for f in sorted((CONF_DIR / g).glob("*.yaml"))]
 SMALL_TASK = ["task.n_sft=10", "task.n_train=10", "task.n_eval=10"]
 

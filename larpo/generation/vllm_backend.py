@@ -1,0 +1,351 @@
+"""The vLLM generation backend (``sampling.backend=vllm``; GPU, ``pip install -e '.[gpu]'``).
+
+The generate stage of round r hands the previous round's checkpoint *folder* (what
+``save_pretrained`` wrote) to ``vllm.LLM`` in a **child process**: the engine, its CUDA graphs
+and its KV cache die with the child, so the GPU is empty again when training starts in the
+pipeline's process. Nothing else changes: the child computes exactly the rows
+:func:`larpo.generate.generate_batch` describes (same batches, same seeds derived from
+(seed, round, batch), same candidate layout), only the draws come from vLLM instead of HF
+``generate``.
+
+- **Same tokens as training.** Prompts go to vLLM as token ids rendered by our own chat-template
+  code (:func:`larpo.model.prompt_ids`), never as text, and responses are decoded by our
+  tokenizer, cut at the first EOS exactly as the HF path does; ``finished`` is
+  ``finish_reason == "stop"`` (the only stop token is the tokenizer's EOS).
+- **Reproducible.** Each request (prompt i of a ``sample`` call with seed s) carries its own
+  seed ``derive_seed(s, "vllm", i)``; its ``n`` samples come from that request's generator,
+  whatever else runs beside it. vLLM is not bitwise batch-invariant, but a batch redone after an
+  interruption is the same call with the same requests.
+- **Resume.** Batches are committed whole, as in the HF path: each engine ``k`` appends its
+  batches to ``generations.rank<k>.jsonl.partial`` (a :class:`BatchJournal`); the parent moves
+  finished batches into the stage's own journal, so a killed child or parent loses at most the
+  batches in flight.
+- **Scale.** ``sampling.vllm.tensor_parallel_size`` GPUs per engine; ``data_parallel_size``
+  engines side by side, each with its own ``CUDA_VISIBLE_DEVICES`` slice, the batches still to do
+  dealt round-robin.
+
+The pure parts (:func:`build_requests`, :func:`completions_to_texts`, :func:`engine_kwargs`,
+:func:`deal_batches`, :func:`gpu_slices`) are unit-tested on CPU; :class:`VLLMPolicy` and the
+child need vllm and CUDA (``tests/gpu``). Any ``larpo.generation.sampling.sample`` caller
+(evaluation included) takes a :class:`VLLMPolicy` in place of an HF model.
+"""
+
+from __future__ import annotations
+
+import gc
+import json
+import logging
+import os
+import subprocess
+import sys
+from collections.abc import Sequence
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Any
+
+# Light imports only: a child that cannot run (no vllm) fails before torch is imported.
+from larpo.artifacts import BatchJournal
+
+logger = logging.getLogger(__name__)
+
+INSTALL_HINT = "pip install -e '.[gpu]'"
+
+
+class VLLMUnavailable(RuntimeError):
+    """sampling.backend=vllm cannot run here (no vllm, or no CUDA device)."""
+
+
+def vllm_problem() -> str | None:
+    """Why ``sampling.backend=vllm`` cannot run in this environment, or None when it can.
+
+    Checked at start-up (preflight) so a run never dies at its first generate stage after the
+    warm-start; ``importlib.util.find_spec`` does not import vllm (seconds, and CUDA probing).
+    """
+    import importlib.util
+
+    if importlib.util.find_spec("vllm") is None:
+        return f"vllm is not installed ({INSTALL_HINT}, on a machine with CUDA)"
+    import torch
+
+    if not torch.cuda.is_available():
+        return "no CUDA device is visible (vLLM generates on GPUs only); use sampling.backend=hf"
+    return None
+
+
+@dataclass(frozen=True)
+class Request:
+    """One vLLM request: a rendered prompt's ids and how to sample ``n`` continuations of it."""
+
+    prompt_token_ids: list[int]
+    n: int
+    temperature: float  # 0 = greedy
+    top_p: float
+    max_tokens: int
+    seed: int
+    stop_token_ids: tuple[int, ...]
+
+
+def build_requests(ids: Sequence[list[int]], n: int, temperature: float, top_p: float, max_new_tokens: int,
+                   seed: int, eos_id: int) -> list[Request]:
+    """Requests for prompts already rendered to ``ids`` [P][len]; request i seeded ``derive_seed(seed, "vllm", i)``.
+
+    ``temperature <= 0`` is greedy (as in the HF path): vLLM's temperature 0, top_p 1.
+    """
+    from larpo.generation.sampling import derive_seed
+
+    greedy = temperature <= 0
+    return [Request(prompt_token_ids=list(x), n=n, temperature=0.0 if greedy else float(temperature),
+                    top_p=1.0 if greedy else float(top_p), max_tokens=int(max_new_tokens),
+                    seed=derive_seed(seed, "vllm", i), stop_token_ids=(int(eos_id),))
+            for i, x in enumerate(ids)]
+
+
+def sampling_params(req: Request):
+    """The ``vllm.SamplingParams`` of a :class:`Request` (needs vllm)."""
+    from vllm import SamplingParams
+
+    return SamplingParams(n=req.n, temperature=req.temperature, top_p=req.top_p, top_k=0, min_p=0.0,
+                          max_tokens=req.max_tokens, seed=req.seed, stop_token_ids=list(req.stop_token_ids),
+                          ignore_eos=False, detokenize=False, skip_special_tokens=False)
+
+
+def completions_to_texts(outputs: Sequence, tokenizer, n: int) -> tuple[list[list[str]], list[list[bool]]]:
+    """vLLM ``RequestOutput``s (one per prompt, in request order) -> responses [P][n], finished [P][n].
+
+    Reads only ``output.outputs[j].token_ids`` and ``.finish_reason``. Each completion is cut at
+    its first EOS and decoded with specials kept (as :func:`larpo.generation.sampling._decode`),
+    so re-encoding the text gives the generated ids; finished = ``finish_reason == "stop"``.
+    """
+    eos = tokenizer.eos_token_id
+    texts, finished = [], []
+    for p, out in enumerate(outputs):
+        comps = list(out.outputs)
+        if len(comps) != n:
+            raise RuntimeError(f"vLLM returned {len(comps)} completions for prompt {p}, expected n={n}")
+        row_t, row_f = [], []
+        for c in comps:
+            ids = list(c.token_ids)
+            ids = ids[: ids.index(eos)] if eos in ids else ids
+            row_t.append(tokenizer.decode(ids, skip_special_tokens=False))
+            row_f.append(c.finish_reason == "stop")
+        texts.append(row_t)
+        finished.append(row_f)
+    return texts, finished
+
+
+def engine_kwargs(checkpoint: str | os.PathLike, options: Any, trust_remote_code: bool = False) -> dict:
+    """``vllm.LLM`` arguments from ``sampling.vllm`` (a node or dict).
+
+    The engine gets no tokenizer (we send ids and decode ourselves) and ignores the checkpoint's
+    ``generation_config.json`` defaults, so only the request's own parameters shape the draws.
+    """
+    get = options.get if hasattr(options, "get") else lambda k, d=None: getattr(options, k, d)
+    kw = {"model": str(checkpoint), "skip_tokenizer_init": True, "generation_config": "vllm",
+          "tensor_parallel_size": int(get("tensor_parallel_size", 1)),
+          "gpu_memory_utilization": float(get("gpu_memory_utilization", 0.9)),
+          "dtype": str(get("dtype", "auto")), "enforce_eager": bool(get("enforce_eager", False)),
+          "trust_remote_code": bool(trust_remote_code), "seed": 0}
+    for key in ("max_model_len", "max_num_seqs"):
+        if get(key, None) is not None:
+            kw[key] = int(get(key))
+    return kw
+
+
+class VLLMPolicy:
+    """A checkpoint folder served by ``vllm.LLM``; ``sample`` (larpo.generation.sampling) dispatches to it."""
+
+    def __init__(self, checkpoint: str | os.PathLike, tokenizer, options: Any, trust_remote_code: bool = False):
+        problem = vllm_problem()
+        if problem:
+            raise VLLMUnavailable(f"sampling.backend=vllm: {problem}")
+        from vllm import LLM
+
+        self.tokenizer = tokenizer
+        self.llm = LLM(**engine_kwargs(checkpoint, options, trust_remote_code))
+
+    def sample_texts(self, prompts: Sequence[str], n: int = 1, temperature: float = 1.0, top_p: float = 1.0,
+                     max_new_tokens: int = 16, seed: int = 0, max_prompt_tokens: int | None = None
+                     ) -> tuple[list[list[str]], list[list[bool]]]:
+        """Same contract as :func:`larpo.generation.sampling.sample`: responses [P][n], finished [P][n]."""
+        from larpo.model import prompt_ids
+
+        ids = prompt_ids(self.tokenizer, list(prompts))
+        if max_prompt_tokens is not None:
+            ids = [x[-max_prompt_tokens:] for x in ids]
+        reqs = build_requests(ids, n, temperature, top_p, max_new_tokens, seed, self.tokenizer.eos_token_id)
+        outs = self.llm.generate([{"prompt_token_ids": r.prompt_token_ids} for r in reqs],
+                                 [sampling_params(r) for r in reqs], use_tqdm=False)
+        return completions_to_texts(outs, self.tokenizer, n)
+
+
+# --- the generate stage: children, shards and the journal -------------------------------------
+
+
+def deal_batches(todo: Sequence[int], engines: int) -> list[list[int]]:
+    """The batches still to do, dealt round-robin to ``engines`` engines (an engine may get none)."""
+    return [list(todo[k::engines]) for k in range(engines)]
+
+
+def gpu_slices(visible: Sequence[str], engines: int, tp: int) -> list[str]:
+    """``CUDA_VISIBLE_DEVICES`` of each engine: consecutive groups of ``tp`` of the visible GPUs."""
+    if engines * tp > len(visible):
+        raise VLLMUnavailable(
+            f"sampling.vllm.data_parallel_size={engines} x tensor_parallel_size={tp} needs {engines * tp} GPUs, "
+            f"but {len(visible)} are visible")
+    return [",".join(visible[k * tp : (k + 1) * tp]) for k in range(engines)]
+
+
+def visible_gpus() -> list[str]:
+    """The GPUs this process may use, as ``CUDA_VISIBLE_DEVICES`` names them (else 0..count-1)."""
+    env = os.environ.get("CUDA_VISIBLE_DEVICES")
+    if env is not None and env.strip():
+        return [x.strip() for x in env.split(",") if x.strip()]
+    import torch
+
+    return [str(i) for i in range(torch.cuda.device_count())]
+
+
+def shard(final: Path, rank: int) -> BatchJournal:
+    """Engine ``rank``'s journal of batches: ``<final stem>.rank<k>.jsonl.partial`` beside the stage's journal."""
+    return BatchJournal(final.with_name(f"{final.stem}.rank{rank}{final.suffix}"))
+
+
+def absorb(journal: BatchJournal, shards: Sequence[BatchJournal]) -> None:
+    """Move the shards' finished batches into ``journal`` (idempotent: a batch already there is skipped)."""
+    done = journal.completed()
+    for s in shards:
+        for b, rows in sorted(s.completed().items()):
+            if b not in done:
+                journal.append(b, rows)
+                done[b] = rows
+        s.path.unlink(missing_ok=True)  # only after every batch of it is safely in the journal
+
+
+@dataclass
+class Job:
+    """What one child computes: ``batches`` of the round into the journal at ``shard``."""
+
+    checkpoint: str
+    examples: list[dict]  # larpo.tasks.base.Example fields, the round's prompts in order
+    sampling: dict  # cfg.sampling, resolved
+    seed: int
+    round: int
+    batches: list[int]
+    shard: str  # the BatchJournal's *final* path (its journal is <shard>.partial)
+    task: dict | None  # cfg.task, instantiated in the child only if the ladder needs is_correct
+    trust_remote_code: bool = False
+
+
+def _check_prompts(journal: BatchJournal, done: dict, examples: Sequence, bs: int) -> None:
+    for b, rows in done.items():
+        if [row["prompt_id"] for row in rows] != [ex.prompt_id for ex in examples[b * bs : (b + 1) * bs]]:
+            raise ValueError(f"{journal.path}: batch {b} holds other prompts than this run's; delete the file")
+
+
+def _free_parent_gpu() -> None:
+    """Return this process's cached CUDA blocks (the last stage's model) before vLLM sizes its KV cache."""
+    import torch
+
+    gc.collect()
+    if torch.cuda.is_available() and torch.cuda.is_initialized():
+        torch.cuda.empty_cache()
+
+
+def generate_in_children(checkpoint: Path, examples: Sequence, cfg: Any, round_: int, journal: BatchJournal) -> None:
+    """The generate stage with vLLM: children fill ``journal`` with every batch of the round."""
+    from omegaconf import OmegaConf
+
+    from larpo.generate import _log_fallbacks
+    from larpo.generation.plan import NEEDS_CORRECTNESS, SamplingPlan
+
+    s = cfg.sampling
+    plan = SamplingPlan.of(s)
+    n_batches = (len(examples) + plan.batch_size - 1) // plan.batch_size
+    engines, tp = s.vllm.data_parallel_size, s.vllm.tensor_parallel_size
+    # This run's engines, plus any an interrupted run with a larger data_parallel_size left behind.
+    left = {int(p.name.split(".rank")[1].split(".")[0]) for p in journal.final.parent.glob(f"{journal.final.stem}.rank*")
+            if p.name.endswith(".partial")}
+    shards = [shard(journal.final, k) for k in sorted(set(range(engines)) | left)]
+    absorb(journal, shards)  # batches an interrupted run's engines finished
+    done = journal.completed()
+    _check_prompts(journal, done, examples, plan.batch_size)
+    todo = [b for b in range(n_batches) if b not in done]
+    if todo:
+        logger.info("round %d generate (vLLM, %d engine(s) x %d GPU(s)): %d of %d batches to do", round_,
+                    engines, tp, len(todo), n_batches)
+        slices = gpu_slices(visible_gpus(), engines, tp) if engines > 1 else [None]
+        task = OmegaConf.to_container(cfg.task, resolve=True) if plan.negatives in NEEDS_CORRECTNESS else None
+        jobs = [Job(str(checkpoint), [asdict(ex) for ex in examples], OmegaConf.to_container(s, resolve=True,
+                    enum_to_str=True), int(cfg.seed), round_, part, str(shards[k].final), task,
+                    bool(cfg.model.trust_remote_code)) for k, part in enumerate(deal_batches(todo, engines))]
+        _free_parent_gpu()
+        run_children([j for j in jobs if j.batches], [sl for j, sl in zip(jobs, slices) if j.batches])
+        absorb(journal, shards)
+    done = journal.completed()
+    missing = [b for b in range(n_batches) if b not in done]
+    if missing:
+        raise RuntimeError(f"round {round_} generate (vLLM): batches {missing[:10]} are missing after the engines "
+                           "finished; run the same command again to redo them")
+    _log_fallbacks([row for b in sorted(done) for row in done[b]], round_, plan.negatives)
+
+
+def run_children(jobs: Sequence[Job], slices: Sequence[str | None]) -> None:
+    """Start one ``python -m larpo.generation.vllm_backend <job.json>`` per job, wait for all, check each."""
+    procs = []
+    for k, (job, gpus) in enumerate(zip(jobs, slices)):
+        path = Path(job.shard).with_suffix(".job.json")
+        path.write_text(json.dumps(asdict(job)))
+        env = dict(os.environ)
+        if gpus is not None:
+            env["CUDA_VISIBLE_DEVICES"] = gpus
+        cmd = [sys.executable, "-m", "larpo.generation.vllm_backend", str(path)]
+        procs.append((k, path, cmd, subprocess.Popen(cmd, env=env)))
+    failed = []
+    try:
+        for k, path, cmd, proc in procs:
+            if proc.wait() != 0:
+                failed.append(f"engine {k} exited with {proc.returncode} (re-run it alone: {' '.join(cmd)})")
+            else:
+                path.unlink(missing_ok=True)
+    finally:  # interrupted (Ctrl-C, a SLURM preemption signal): no engine outlives the stage
+        for *_, proc in procs:
+            if proc.poll() is None:
+                proc.terminate()
+                try:
+                    proc.wait(timeout=30)
+                except subprocess.TimeoutExpired:
+                    proc.kill()
+    if failed:
+        raise RuntimeError("vLLM generation failed: " + "; ".join(failed) + "; the batches it finished are kept, "
+                           "the same command resumes")
+
+
+def child_main(job_path: str) -> None:
+    """A child: load the checkpoint into vLLM and journal its batches (skipping those already there)."""
+    job = Job(**json.loads(Path(job_path).read_text()))
+    problem = vllm_problem()
+    if problem:  # before the imports below (seconds) and before loading anything
+        raise VLLMUnavailable(f"sampling.backend=vllm: {problem}")
+    from hydra.utils import instantiate
+    from omegaconf import OmegaConf
+
+    from larpo.generate import generate_batch
+    from larpo.model import load_tokenizer
+    from larpo.tasks.base import Example
+
+    examples = [Example(**e) for e in job.examples]
+    journal = BatchJournal(job.shard)
+    todo = [b for b in job.batches if b not in journal.completed()]
+    if not todo:
+        return
+    tok = load_tokenizer(job.checkpoint, job.trust_remote_code)
+    task = instantiate(OmegaConf.create(job.task)) if job.task else None
+    sampling = OmegaConf.create(job.sampling)
+    policy = VLLMPolicy(job.checkpoint, tok, sampling.vllm, job.trust_remote_code)
+    for b in todo:
+        journal.append(b, generate_batch(policy, tok, examples, b, sampling, job.seed, job.round, task))
+
+
+if __name__ == "__main__":  # pragma: no cover - the child of generate_in_children (GPU)
+    logging.basicConfig(level=logging.INFO, format="[vllm child %(process)d] %(levelname)s %(message)s")
+    child_main(sys.argv[1])

@@ -1,0 +1,68 @@
+"""Pre-flight memory plan: hand-computed numbers for a 7e9-parameter policy, and the vLLM start-up check."""
+
+from __future__ import annotations
+
+import importlib.util
+
+import pytest
+import torch
+
+from larpo.preflight import train_memory_per_gpu, vllm_share
+
+PSI = 7_000_000_000  # a "7B" policy
+GB = 1e9
+
+
+@pytest.mark.parametrize("stage, world, expected", [
+    # bf16 weights 2Ψ + bf16 gradients 2Ψ + fp32 master/m/v 12Ψ = 16Ψ = 112 GB unsharded.
+    (0, 8, dict(weights=14.0, gradients=14.0, optimizer=84.0, total=112.0)),
+    # ZeRO-1: optimizer states / 8 -> 14 + 14 + 10.5 = 38.5 GB.
+    (1, 8, dict(weights=14.0, gradients=14.0, optimizer=10.5, total=38.5)),
+    # ZeRO-2: gradients and states / 8 -> 14 + 1.75 + 10.5 = 26.25 GB.
+    (2, 8, dict(weights=14.0, gradients=1.75, optimizer=10.5, total=26.25)),
+    # ZeRO-3: everything / 8 -> 112 / 8 = 14 GB.
+    (3, 8, dict(weights=1.75, gradients=1.75, optimizer=10.5, total=14.0)),
+    # ZeRO-3 on 4 GPUs: 112 / 4 = 28 GB.
+    (3, 4, dict(weights=3.5, gradients=3.5, optimizer=21.0, total=28.0)),
+])
+def test_7b_mixed_precision_per_gpu(stage, world, expected):
+    got = train_memory_per_gpu(PSI, world, stage, param_bytes=2, mixed_precision=True)
+    assert {k: v / GB for k, v in got.items()} == pytest.approx(expected)
+
+
+def test_7b_plain_pytorch_adamw():
+    # fp32 everything: 4 + 4 + 8 = 16 B/param = 112 GB; bf16 everything (states in bf16 too): 8 B = 56 GB.
+    assert train_memory_per_gpu(PSI, 1, 0, param_bytes=4)["total"] / GB == pytest.approx(112.0)
+    assert train_memory_per_gpu(PSI, 1, 0, param_bytes=2)["total"] / GB == pytest.approx(56.0)
+    # DDP on 8 GPUs shards nothing.
+    assert train_memory_per_gpu(PSI, 8, 0, param_bytes=2)["total"] / GB == pytest.approx(56.0)
+
+
+def test_bad_stage_or_world_is_an_error():
+    with pytest.raises(ValueError, match="ZeRO stage 4 is not one of 0, 1, 2, 3"):
+        train_memory_per_gpu(PSI, 8, 4)
+    with pytest.raises(ValueError, match="world size 0 < 1"):
+        train_memory_per_gpu(PSI, 0, 2)
+
+
+def test_vllm_share_of_an_80gb_gpu():
+    # 0.9 x 80 GB = 72 GB; bf16 weights 14 GB on one GPU -> 58 GB KV cache; with TP=2: 7 GB weights, 65 GB cache.
+    one = vllm_share(PSI, 2, 0.9, 80 * GB, 1)
+    two = vllm_share(PSI, 2, 0.9, 80 * GB, 2)
+    assert (one["share"] / GB, one["weights"] / GB, one["kv_cache"] / GB) == pytest.approx((72.0, 14.0, 58.0))
+    assert (two["weights"] / GB, two["kv_cache"] / GB) == pytest.approx((7.0, 65.0))
+    assert vllm_share(PSI, 2, 0.9, None)["kv_cache"] is None  # planning without a GPU
+
+
+@pytest.mark.skipif(importlib.util.find_spec("vllm") is not None and torch.cuda.is_available(),
+                    reason="vllm and CUDA are both here: nothing to refuse")
+def test_vllm_backend_without_vllm_or_cuda_is_refused_at_start_up(tmp_path):
+    from larpo.pipeline import run
+    from tests.conftest import compose_config
+
+    cfg = compose_config(["experiment=smoke", "sft.steps=0", "rounds=1", "sampling.backend=vllm",
+                          f"run_dir={tmp_path / 'run'}"])
+    why = "vllm is not installed" if importlib.util.find_spec("vllm") is None else "no CUDA device is visible"
+    with pytest.raises(Exception, match=f"sampling.backend=vllm cannot run here: {why}"):
+        run(cfg)
+    assert not (tmp_path / "run").exists()
