@@ -39,7 +39,7 @@ table-real: install  ## RUNS="dir1 dir2 ..." -> the paper's Table 2/3 layout (ta
 # Studies in miniature (experiments/<study>/study.yaml): a multirun + results.md/.png with a verdict.
 # SCALE=real runs the real-scale commands of the same table (DRY=1 prints them).
 # JOBS=N: jobs at once (default: the cores, at most 4; one torch thread each).
-STUDY_JOBS = $(if $(and $(JOBS),$(filter-out real,$(SCALE))),--jobs $(JOBS))
+STUDY_JOBS = $(if $(JOBS),$(if $(filter real,$(SCALE)),,--jobs $(JOBS)))
 STUDY_CMD = $(if $(filter real,$(SCALE)),$(if $(DRY),real-dry,real),run)
 table-objectives: install
 	$(PY) -m larpo.studies $(STUDY_CMD) objectives $(STUDY_JOBS)

@@ -314,10 +314,14 @@ def main(argv: list[str]) -> None:
     note = None
     if argv[0] == "run":
         jobs = jobs or default_jobs()
+        before = len(list(sweep_dir(study["name"]).rglob("summary.json")))
         t0 = time.perf_counter()
         run_sweep(study, extra, jobs)
         note = (f"Wall time of the sweep: {(time.perf_counter() - t0) / 60:.1f} min "
-                f"({jobs} parallel job{'s' if jobs > 1 else ''}, {os.cpu_count()} cores).")
+                f"({jobs} parallel job{'s' if jobs > 1 else ''}, {os.cpu_count()} cores"
+                + (f"; {before} run(s) with results were already there and resumed" if before else "") + ").")
+        if before and (EXPERIMENTS / study["name"] / "results.json").exists():
+            note = None  # a resumed sweep's wall time is not the study's: keep the recorded one
     sys.stdout.write(aggregate(study, note=note))
 
 
