@@ -57,6 +57,11 @@ class Reference(str, Enum):
     initial = "initial"  # π_ref = the round-0 policy, fixed for all rounds
 
 
+class Launcher(str, Enum):
+    local = "local"  # the train stage runs in the pipeline's own process
+    accelerate = "accelerate"  # a child process group under `accelerate launch`
+
+
 class Stage(str, Enum):
     all = "all"
     sft = "sft"
@@ -65,6 +70,17 @@ class Stage(str, Enum):
     select = "select"
     train = "train"
     evaluate = "evaluate"
+
+
+@dataclass
+class LoraConfig:
+    """LoRA adapters (peft) for the preference rounds; ``r: null`` = full fine-tuning (larpo/lora.py)."""
+
+    r: int | None = bounded(None, 1)  # adapter rank; None = no LoRA
+    alpha: float = bounded(32.0, **POSITIVE)  # scaling alpha / r
+    dropout: float = bounded(0.0, 0, 1, hi_open=True)
+    # Module names (or suffixes) to adapt; None = every linear layer but the output head ("all-linear").
+    target_modules: list[str] | None = None
 
 
 @dataclass
@@ -80,6 +96,7 @@ class ModelConfig:
     gradient_checkpointing: bool = False  # recompute activations in the backward pass (long responses, 7B)
     # Models whose code lives in their hub repo (auto_map in config.json) run that code only when set.
     trust_remote_code: bool = False
+    lora: LoraConfig = field(default_factory=LoraConfig)
 
 
 @dataclass
@@ -152,6 +169,13 @@ class TrainConfig:
     # Continue each round from the previous round's AdamW moments (saved as optimizer.pt in
     # the checkpoint) instead of a fresh optimizer; costs 2x the model's size on disk.
     carry_optimizer: bool = False
+    # Where the train stage runs: local = in this process; accelerate = a child `accelerate launch`
+    # over `num_processes` processes (DDP, DeepSpeed ZeRO or FSDP by `accelerate_config`; larpo/launch.py).
+    launcher: Launcher = Launcher.local
+    # An accelerate config file: a name in conf/accelerate (ddp, zero2, zero3, fsdp) or a path;
+    # None = plain DDP (or one process) with no mixed precision.
+    accelerate_config: str | None = None
+    num_processes: int | None = bounded(None, 1)  # None: the accelerate config's own (1 without one)
 
 
 @dataclass
