@@ -255,6 +255,9 @@ def validate_options(cfg: Any) -> None:
     problems = _walk(Config, cfg, "")
     if cfg.stage != "all" and cfg.round is None:
         problems.append(f"stage={Stage(cfg.stage).value} needs round=<r>: the round whose stage to re-run")
+    train = cfg.train
+    if train.launcher == "local" and (train.num_processes is not None or train.accelerate_config is not None):
+        problems.append("train.num_processes and train.accelerate_config take effect only with train.launcher=accelerate")
     if not (cfg.device in ("auto", "cpu", "mps") or str(cfg.device).startswith("cuda")):
         problems.append(f"device={cfg.device!r} is not one of auto, cpu, cuda, cuda:N, mps")
     if problems:

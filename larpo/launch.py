@@ -17,6 +17,7 @@ processes, ``--multi_gpu``: with ``--cpu`` accelerate silently starts a single p
 
 from __future__ import annotations
 
+import importlib.util
 import logging
 import os
 import re
@@ -71,6 +72,9 @@ def check_launch(train_cfg) -> None:
         raise ConfigError(f"train.carry_optimizer=true needs the whole AdamW state in one process; with "
                           f"{file['distributed_type']} ({path}) it is sharded across ranks: use launcher=local, "
                           "a DDP config, or carry_optimizer=false")
+    if file.get("distributed_type") == "DEEPSPEED" and importlib.util.find_spec("deepspeed") is None:
+        raise ConfigError(f"train.accelerate_config={path} uses DeepSpeed, which is not installed here "
+                          "(pip install deepspeed on the GPU machines)")
 
 
 def _free_port() -> int:

@@ -24,7 +24,7 @@ import torch
 from larpo import lora
 from larpo.artifacts import RunDir, read_json, write_json, write_jsonl
 from larpo.generate import derive_seed
-from larpo.model import load_model, load_optimizer_state, load_tokenizer, save_checkpoint
+from larpo.model import is_adapter_checkpoint, load_model, load_optimizer_state, load_tokenizer, save_checkpoint
 from larpo.schemas import LISTS, read_table
 
 logger = logging.getLogger(__name__)
@@ -63,8 +63,9 @@ def train_round(cfg, rd: RunDir, r: int, loss_fn, dtype: torch.dtype, device: to
     if m.gradient_checkpointing:
         _set_checkpointing(model, True)
     carry = cfg.train.carry_optimizer
-    stats, opt_state = train_on_lists(model, tok, rows.rows, loss_fn, cfg.train, seed, log,
-                                      load_optimizer_state(prev) if carry else None, runner)
+    # Round 0's AdamW state (from SFT) is over all weights; a LoRA round's optimizer holds adapters only.
+    carried = load_optimizer_state(prev) if carry and (not use_lora or is_adapter_checkpoint(prev)) else None
+    stats, opt_state = train_on_lists(model, tok, rows.rows, loss_fn, cfg.train, seed, log, carried, runner)
     state_dict = runner.full_state_dict()  # collective under ZeRO-3 / FSDP: every rank calls it
     if m.gradient_checkpointing:
         _set_checkpointing(model, False)

@@ -7,6 +7,7 @@ of one process over the same global batches.
 
 from __future__ import annotations
 
+import importlib.util
 import random
 
 import pytest
@@ -111,3 +112,8 @@ def test_accelerate_config_names_and_checks(tmp_path):
                           "train.accelerate_config=zero3", "train.carry_optimizer=true"])
     with pytest.raises(ConfigError, match="carry_optimizer"):
         check_launch(cfg.train)
+    cfg = compose_config(["experiment=smoke", f"run_dir={tmp_path}", "train.launcher=accelerate",
+                          "train.accelerate_config=zero2"])
+    if importlib.util.find_spec("deepspeed") is None:  # refused at start-up, not inside 8 child processes
+        with pytest.raises(ConfigError, match="DeepSpeed, which is not installed"):
+            check_launch(cfg.train)

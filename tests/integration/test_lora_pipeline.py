@@ -18,7 +18,10 @@ def _size(folder) -> int:
 
 
 def test_two_lora_rounds_end_to_end(smoke_cfg):
-    cfg = smoke_cfg("model.lora.r=2", "model.lora.alpha=4", "eval.pass_at_max=0", "threads=1")
+    # With gradient checkpointing (non-reentrant: the frozen base gives inputs that need no grad)
+    # and the AdamW moments carried from round 1's adapter into round 2 (not round 0's SFT state).
+    cfg = smoke_cfg("model.lora.r=2", "model.lora.alpha=4", "model.gradient_checkpointing=true",
+                    "train.carry_optimizer=true", "eval.pass_at_max=0", "threads=1")
     summary = run(cfg)
     rd = RunDir(cfg.run_dir)
     assert [row["round"] for row in summary["rounds"]] == list(range(ROUNDS + 1))
@@ -29,6 +32,7 @@ def test_two_lora_rounds_end_to_end(smoke_cfg):
         assert _size(ckpt) < full / 3, (r, _size(ckpt), full)  # the adapter, not a copy of the weights
         assert json.loads((ckpt / "lora_base.json").read_text())["base"] == "../../round_0/checkpoint"
         assert "accuracy" in read_json(rd.eval(r))
+        assert (ckpt / "optimizer.pt").exists()
     # Reference = behaviour policy = round 1 (base + round 1's adapter), so round 2's first step
     # starts at the reference: zero margin, and the stored log-probs are round 1's.
     from larpo.model import load_model, load_tokenizer
