@@ -57,6 +57,11 @@ class Reference(str, Enum):
     initial = "initial"  # π_ref = the round-0 policy, fixed for all rounds
 
 
+class Launcher(str, Enum):
+    local = "local"  # the train stage runs in the pipeline's own process
+    accelerate = "accelerate"  # a child process group under `accelerate launch`
+
+
 class Stage(str, Enum):
     all = "all"
     sft = "sft"
@@ -65,6 +70,17 @@ class Stage(str, Enum):
     select = "select"
     train = "train"
     evaluate = "evaluate"
+
+
+@dataclass
+class LoraConfig:
+    """LoRA adapters (peft) for the preference rounds; ``r: null`` = full fine-tuning (larpo/lora.py)."""
+
+    r: int | None = bounded(None, 1)  # adapter rank; None = no LoRA
+    alpha: float = bounded(32.0, **POSITIVE)  # scaling alpha / r
+    dropout: float = bounded(0.0, 0, 1, hi_open=True)
+    # Module names (or suffixes) to adapt; None = every linear layer but the output head ("all-linear").
+    target_modules: list[str] | None = None
 
 
 @dataclass
@@ -80,6 +96,7 @@ class ModelConfig:
     gradient_checkpointing: bool = False  # recompute activations in the backward pass (long responses, 7B)
     # Models whose code lives in their hub repo (auto_map in config.json) run that code only when set.
     trust_remote_code: bool = False
+    lora: LoraConfig = field(default_factory=LoraConfig)
 
 
 @dataclass
@@ -176,6 +193,13 @@ class TrainConfig:
     # Continue each round from the previous round's AdamW moments (saved as optimizer.pt in
     # the checkpoint) instead of a fresh optimizer; costs 2x the model's size on disk.
     carry_optimizer: bool = False
+    # Where the train stage runs: local = in this process; accelerate = a child `accelerate launch`
+    # over `num_processes` processes (DDP, DeepSpeed ZeRO or FSDP by `accelerate_config`; larpo/launch.py).
+    launcher: Launcher = Launcher.local
+    # An accelerate config file: a name in conf/accelerate (ddp, zero2, zero3, fsdp) or a path;
+    # None = plain DDP (or one process) with no mixed precision.
+    accelerate_config: str | None = None
+    num_processes: int | None = bounded(None, 1)  # None: the accelerate config's own (1 without one)
 
 
 @dataclass
@@ -287,6 +311,9 @@ def validate_options(cfg: Any) -> None:
     problems = _walk(Config, cfg, "")
     if cfg.stage != "all" and cfg.round is None:
         problems.append(f"stage={Stage(cfg.stage).value} needs round=<r>: the round whose stage to re-run")
+    train = cfg.train
+    if train.launcher == "local" and (train.num_processes is not None or train.accelerate_config is not None):
+        problems.append("train.num_processes and train.accelerate_config take effect only with train.launcher=accelerate")
     if not (cfg.device in ("auto", "cpu", "mps") or str(cfg.device).startswith("cuda")):
         problems.append(f"device={cfg.device!r} is not one of auto, cpu, cuda, cuda:N, mps")
     if problems:

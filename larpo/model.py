@@ -130,6 +130,10 @@ def load_model(path: str | Path, dtype: torch.dtype = torch.float32, device: tor
 
     path = str(path)
     check_local(path, "model checkpoint")
+    if _looks_local(path) and is_adapter_checkpoint(path):  # a LoRA round: base + its adapter (larpo/lora.py)
+        from larpo.lora import load_adapter_model
+
+        return load_adapter_model(path, dtype, device, attn_implementation, trust_remote_code)
     if _looks_local(path) and not (Path(path) / "config.json").exists():
         raise CheckpointError(f"no model checkpoint at {path} (config.json missing)")
     kwargs = {"attn_implementation": attn_implementation} if attn_implementation else {}
@@ -146,16 +150,40 @@ def load_model(path: str | Path, dtype: torch.dtype = torch.float32, device: tor
 
 
 OPTIMIZER_FILE = "optimizer.pt"
+ADAPTER_CONFIG = "adapter_config.json"
 
 
-def save_checkpoint(model, tokenizer, path: str | Path, optimizer_state: dict | None = None) -> None:
-    """Save model + tokenizer (+ optimizer state) atomically: write to ``<path>.tmp``, then rename."""
+def is_adapter_checkpoint(path: str | Path) -> bool:
+    """A LoRA round's checkpoint (an adapter over a base, larpo/lora.py) rather than full weights."""
+    return (Path(path) / ADAPTER_CONFIG).exists()
+
+
+def is_checkpoint(path: str | Path) -> bool:
+    """A complete checkpoint folder: full weights (config.json) or a LoRA adapter."""
+    return (Path(path) / "config.json").exists() or is_adapter_checkpoint(path)
+
+
+def save_checkpoint(model, tokenizer, path: str | Path, optimizer_state: dict | None = None,
+                    base: str | Path | None = None, state_dict: dict | None = None) -> None:
+    """Save model + tokenizer (+ optimizer state) atomically: write to ``<path>.tmp``, then rename.
+
+    A peft model saves only its adapter plus a reference to ``base`` (the round-0 checkpoint;
+    larpo/lora.py). ``state_dict``: a full state dict gathered across ranks (ZeRO-3 / FSDP);
+    None = the model's own.
+    """
     import shutil
+
+    from larpo.lora import is_peft_model, save_adapter
 
     path = Path(path)
     tmp = path.with_name(path.name + ".tmp")
     shutil.rmtree(tmp, ignore_errors=True)
-    model.save_pretrained(tmp)
+    if is_peft_model(model):
+        if base is None:
+            raise ValueError("saving a LoRA policy needs base= (the checkpoint its adapter applies to)")
+        save_adapter(model, tmp, path, base, state_dict)
+    else:
+        model.save_pretrained(tmp, state_dict=state_dict)
     tokenizer.save_pretrained(tmp)
     if optimizer_state is not None:
         torch.save(optimizer_state, tmp / OPTIMIZER_FILE)

@@ -21,6 +21,7 @@ import torch
 from hydra.utils import instantiate
 from omegaconf import DictConfig, OmegaConf
 
+from larpo import lora
 from larpo.artifacts import RunDir, RunLock, read_json, write_json
 from larpo.config import ADDED_KEYS, RESOURCE_PREFIXES, VOLATILE_KEYS, ConfigError, Stage, validate_options
 from larpo.generation.plan import candidates_per_prompt, check_sampling
@@ -177,6 +178,12 @@ def build_context(cfg: DictConfig, metrics) -> RunContext:
     if k < loss_fn.min_candidates:
         raise ValueError(f"loss {loss_fn.name!r} needs lists of at least {loss_fn.min_candidates} candidates, "
                          f"but select/sampling give lists of {k}")
+    if cfg.train.launcher == "accelerate":
+        from larpo.launch import check_launch
+
+        check_launch(cfg.train)
+    if lora.enabled(cfg.model.lora):
+        lora.check_available()
     return RunContext(cfg=cfg, rd=RunDir(cfg.run_dir), task=task, reward=make(cfg.reward, "reward", task=task),
                       selector=selector, loss_fn=loss_fn, metrics=metrics,
                       device=resolve_device(cfg.device), dtype=resolve_dtype(cfg.model.dtype))

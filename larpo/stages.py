@@ -15,7 +15,7 @@ import torch
 
 from larpo.artifacts import BatchJournal, RunDir, read_json, write_json, write_jsonl
 from larpo.generate import candidates_per_prompt, check_sampling, derive_seed, generate_candidates
-from larpo.model import CheckpointError, build_model, load_model, load_optimizer_state, load_tokenizer, save_checkpoint
+from larpo.model import CheckpointError, build_model, is_checkpoint, load_model, load_tokenizer, save_checkpoint
 from larpo.schemas import GENERATIONS, LISTS, SCORES, Table, check_candidates, check_ids, read_table
 
 logger = logging.getLogger(__name__)
@@ -46,7 +46,7 @@ class RunContext:
 
     def checkpoint(self, r: int) -> Path:
         path = self.rd.checkpoint(r)
-        if not (path / "config.json").exists():
+        if not is_checkpoint(path):
             raise PipelineError(
                 f"the round-{r} checkpoint is missing at {path}; run the earlier stages first "
                 f"(`python run.py` without stage=) or re-create it with `stage={'sft' if r == 0 else 'train'} round={r}`"
@@ -152,25 +152,24 @@ def stage_select(ctx: RunContext, r: int) -> None:
 
 
 def stage_train(ctx: RunContext, r: int) -> None:
-    from larpo.train import train_on_lists
+    """Train on round r's lists: in this process, or (``train.launcher=accelerate``) in a child
+    ``accelerate launch`` (larpo/launch.py); both write the same checkpoint and train.json."""
+    from larpo.train_round import train_round
 
     rows = read_table(ctx.rd.lists(r), LISTS, n_candidates=(ctx.loss_fn.min_candidates, None))
     check_ids(rows, ctx.generations(r), exact=False)
-    model, tok = ctx.load_policy(r - 1)
-    if ctx.cfg.model.gradient_checkpointing:
-        model.gradient_checkpointing_enable()
-        model.config.use_cache = False  # the cache is useless in training and conflicts with checkpointing
-    seed = derive_seed(ctx.cfg.seed, r, "train")
-    torch.manual_seed(seed)
-    carry = ctx.cfg.train.carry_optimizer
-    stats, opt_state = train_on_lists(model, tok, rows.rows, ctx.loss_fn, ctx.cfg.train, seed,
-                                      lambda m: ctx.log({**m, "round": r}),
-                                      load_optimizer_state(ctx.checkpoint(r - 1)) if carry else None)
-    if ctx.cfg.model.gradient_checkpointing:  # the saved config is for generation: cache on again
-        model.gradient_checkpointing_disable()
-        model.config.use_cache = True
-    save_checkpoint(model, tok, ctx.rd.checkpoint(r), opt_state if carry else None)
-    write_json(ctx.rd.train_log(r), stats)
+    ctx.checkpoint(r - 1)  # a missing checkpoint is reported here, not inside a child process
+    log = lambda m: ctx.log({**m, "round": r})  # noqa: E731
+    if ctx.cfg.train.launcher == "accelerate":
+        from larpo.launch import launch_train
+
+        launch_train(ctx.cfg.train, ctx.rd, r, ctx.device, log)
+        return
+    try:
+        train_round(ctx.cfg, ctx.rd, r, ctx.loss_fn, ctx.dtype, ctx.device, log)
+    except CheckpointError as e:
+        redo = "stage=sft round=0" if r == 1 else f"stage=train round={r - 1}"
+        raise PipelineError(f"{e}; the round-{r - 1} checkpoint is damaged: re-create it with `{redo}`") from e
 
 
 def stage_evaluate(ctx: RunContext, r: int) -> None:

@@ -9,7 +9,6 @@ all candidates of a list share one forward pass. Reference log-probs come from
 from __future__ import annotations
 
 import logging
-import math
 import random
 import time
 from collections.abc import Callable, Sequence
@@ -50,8 +49,12 @@ def _pad_field(rows: Sequence[dict], key: str, device) -> torch.Tensor:
     return torch.tensor([r[key] + [0.0] * (k_max - len(r[key])) for r in rows], dtype=torch.float32, device=device)
 
 
-def _micro_step(model, loss_fn, rows, lists: Sequence[EncodedList], pad_id: int, scale: float) -> dict:
-    """Forward + backward of one micro-batch of whole lists; returns its loss metrics."""
+def _micro_step(model, loss_fn, rows, lists: Sequence[EncodedList], pad_id: int, scale: float,
+                backward: Callable[[torch.Tensor], None] = torch.Tensor.backward) -> dict:
+    """Forward + backward of one micro-batch of whole lists; returns its loss metrics.
+
+    ``backward``: how to back-propagate ``loss * scale`` (``accelerator.backward`` under accelerate).
+    """
     device = next(model.parameters()).device
     flat = sequence_logps(model, lists, pad_id)
     sizes = [len(lst.responses) for lst in lists]
@@ -62,59 +65,89 @@ def _micro_step(model, loss_fn, rows, lists: Sequence[EncodedList], pad_id: int,
     ref = _pad_field(rows, "ref_logps", device) if loss_fn.requires_reference else None
     out = loss_fn(policy_logps=policy, ref_logps=ref, rewards=_pad_field(rows, "rewards", device),
                   mask=mask, lengths=lengths.clamp(min=1))
-    (out.loss * scale).backward()
+    backward(out.loss * scale)
     return {"loss": out.loss.item(), **out.metrics}
+
+
+def step_plan(lists: Sequence[EncodedList], cfg, seed: int) -> list[tuple[int, list[int], list[list[int]]]]:
+    """Every optimizer step of the training: (epoch, its lists, its micro-batches of list indices).
+
+    The lists are shuffled per epoch with ``seed`` and cut into steps of ``lists_per_step``;
+    each step is packed into micro-batches of whole lists under ``max_tokens``. Deterministic,
+    so every process of a distributed run computes the same plan and takes its own share.
+    """
+    rng = random.Random(seed)
+    plan = []
+    for epoch in range(cfg.epochs):
+        order = list(range(len(lists)))
+        rng.shuffle(order)
+        for s in range(0, len(order), cfg.lists_per_step):
+            chunk = order[s : s + cfg.lists_per_step]
+            micros = [[chunk[j] for j in m] for m in pack_by_tokens([lists[i] for i in chunk], cfg.max_tokens)]
+            plan.append((epoch, chunk, micros))
+    return plan
 
 
 def train_on_lists(
     model, tokenizer, rows: Sequence[dict], loss_fn, cfg, seed: int, log: Callable[[dict], None],
-    opt_state: dict | None = None,
+    opt_state: dict | None = None, runner=None,
 ) -> tuple[dict, dict]:
     """Train ``model`` in place for ``cfg.epochs`` over ``rows`` (lists.jsonl).
 
-    Returns a summary and the optimizer's final state.
+    ``runner`` (larpo/runners.py): how the steps are executed; None = this process alone.
+    Under several processes each takes its share of every step's micro-batches and gradients
+    are averaged so that one step equals the one-process step over the same lists
+    (``lists_per_step`` is the global batch whatever the world size). Returns a summary and
+    the optimizer's final state.
     """
     from tqdm.auto import tqdm
 
+    from larpo.runners import LocalRunner
+
+    runner = runner or LocalRunner()
     lists = encode_lists(tokenizer, rows)
-    steps_per_epoch = math.ceil(len(rows) / cfg.lists_per_step)
-    total = steps_per_epoch * cfg.epochs
+    plan = step_plan(lists, cfg, seed)
+    total = len(plan)
+    runner.configure(plan)
     opt, sched = make_optimizer(model, cfg.lr, cfg.weight_decay, int(cfg.warmup_ratio * total), total, opt_state)
-    rng = random.Random(seed)
+    model, opt, sched = runner.prepare(model, opt, sched)
     model.train()
     step, tokens, losses, t0 = 0, 0, [], time.perf_counter()
     first: dict[str, float] = {}
-    bar = tqdm(total=total, desc="train", leave=False)
-    for epoch in range(cfg.epochs):
-        order = list(range(len(rows)))
-        rng.shuffle(order)
-        for s in range(0, len(order), cfg.lists_per_step):
-            chunk = order[s : s + cfg.lists_per_step]
-            metrics: dict[str, float] = {}
-            for micro in pack_by_tokens([lists[i] for i in chunk], cfg.max_tokens):
-                idx = [chunk[j] for j in micro]
+    bar = tqdm(total=total, desc="train", leave=False, disable=not runner.is_main)
+    for epoch, chunk, micros in plan:
+        metrics: dict[str, float] = {}
+        for idx, real in runner.share(micros):
+            weight = len(idx) / len(chunk) if real else 0.0  # a padding micro-batch adds no gradient
+            with runner.accumulate(model):
                 m = _micro_step(model, loss_fn, [rows[i] for i in idx], [lists[i] for i in idx],
-                                tokenizer.pad_token_id, scale=len(idx) / len(chunk))
-                for k, v in m.items():  # list-weighted mean over micro-batches
-                    metrics[k] = metrics.get(k, 0.0) + v * len(idx) / len(chunk)
-                tokens += sum(len(lists[i].prompt) * len(lists[i].responses)
-                              + sum(map(len, lists[i].responses)) for i in idx)
-            grad_norm = torch.nn.utils.clip_grad_norm_(model.parameters(), cfg.max_grad_norm)
-            opt.step()
-            sched.step()
-            opt.zero_grad(set_to_none=True)
-            step += 1
-            losses.append(metrics["loss"])
-            if step == 1:  # before any update: under reference=behavior, policy == reference here
-                first = {**metrics, "grad_norm": float(grad_norm)}
-            log({**{f"train/{k}": v for k, v in metrics.items()}, "train/grad_norm": float(grad_norm),
-                 "train/lr": sched.get_last_lr()[0], "train/epoch": epoch})
-            bar.update()
-            bar.set_postfix(loss=f"{metrics['loss']:.3f}")
+                                tokenizer.pad_token_id, scale=weight * runner.loss_factor, backward=runner.backward)
+            if not real:
+                continue
+            for k, v in m.items():  # list-weighted mean over micro-batches
+                metrics[k] = metrics.get(k, 0.0) + v * weight
+            tokens += sum(len(lists[i].prompt) * len(lists[i].responses)
+                          + sum(map(len, lists[i].responses)) for i in idx)
+        grad_norm = runner.clip(model, cfg.max_grad_norm)
+        opt.step()
+        sched.step()
+        opt.zero_grad(set_to_none=True)
+        metrics = runner.sum_metrics(metrics)
+        step += 1
+        losses.append(metrics["loss"])
+        if step == 1:  # before any update: under reference=behavior, policy == reference here
+            first = {**metrics, "grad_norm": float(grad_norm)}
+        log({**{f"train/{k}": v for k, v in metrics.items()}, "train/grad_norm": float(grad_norm),
+             "train/lr": sched.get_last_lr()[0], "train/epoch": epoch})
+        bar.update()
+        bar.set_postfix(loss=f"{metrics['loss']:.3f}")
     bar.close()
     model.eval()
     wall = time.perf_counter() - t0
+    tokens = runner.sum_count(tokens)
     summary = {"loss": sum(losses) / max(len(losses), 1), "final_loss": losses[-1] if losses else float("nan"),
                "steps": step, "lists": len(rows), "wall_s": round(wall, 2),
                "tokens_per_s": round(tokens / max(wall, 1e-9), 1), "first_step": first}
+    if runner.world > 1:
+        summary["processes"] = runner.world
     return summary, opt.state_dict()

@@ -15,7 +15,10 @@ from tests.conftest import CONF_DIR, compose_config
 
 REPO = CONF_DIR.parent
 # local, local.example: per-user settings (gitignored) and the example to copy there; not options of a run.
-GROUPS = sorted(p.name for p in CONF_DIR.iterdir() if p.is_dir() and p.name not in {"local", "local.example", "hydra"})
+# conf/accelerate holds accelerate's own config files (train.accelerate_config), not a Hydra group:
+# Hydra reads a folder only when a group of that name is asked for, and none is.
+NOT_GROUPS = {"local", "local.example", "hydra", "accelerate"}
+GROUPS = sorted(p.name for p in CONF_DIR.iterdir() if p.is_dir() and p.name not in NOT_GROUPS)
 OPTIONS = [(g, f.stem) for g in GROUPS for f in sorted((CONF_DIR / g).glob("*.yaml"))]
 SMALL_TASK = ["task.n_sft=10", "task.n_train=10", "task.n_eval=10"]
 
@@ -102,3 +105,54 @@ def test_eval_judge_is_the_judge_group_by_name():
     assert OmegaConf.to_container(short.judge) == OmegaConf.to_container(group.judge)
     with pytest.raises(ConfigError, match=r"eval.judge='gpt5': no conf/judge/gpt5.yaml; judges: gpt35_turbo, "):
         validate_options(compose_config(["run_dir=/tmp/unused", "eval.judge=gpt5"]))
+
+
+ACCELERATE = sorted((CONF_DIR / "accelerate").glob("*.yaml"))
+
+
+@pytest.mark.parametrize("path", ACCELERATE, ids=[p.stem for p in ACCELERATE])
+def test_accelerate_configs_load_and_clip_explicitly(path):
+    """Each shipped accelerate file loads with accelerate's own reader; bf16 on 8 GPUs; DeepSpeed
+    files set gradient_clipping explicitly (accelerate adds 1.0 silently otherwise) to the
+    default train.max_grad_norm (the worker then sets it to the run's value)."""
+    from accelerate.commands.config.config_args import load_config_from_file
+
+    from larpo.config import TrainConfig
+
+    c = load_config_from_file(str(path))
+    assert c.mixed_precision == "bf16" and c.num_processes == 8 and c.num_machines == 1
+    kind = {"ddp": "MULTI_GPU", "zero2": "DEEPSPEED", "zero3": "DEEPSPEED", "fsdp": "FSDP"}[path.stem]
+    assert c.distributed_type.value == kind
+    if kind == "DEEPSPEED":
+        assert c.deepspeed_config["zero_stage"] == int(path.stem[-1])
+        assert c.deepspeed_config["gradient_clipping"] == TrainConfig().max_grad_norm
+    assert compose_config(["run_dir=/tmp/unused", "train.launcher=accelerate",
+                           f"train.accelerate_config={path.stem}"]).train.accelerate_config == path.stem
+
+
+def test_accelerate_is_not_a_hydra_group():
+    with pytest.raises(ConfigCompositionException):
+        compose_config(["run_dir=/tmp/unused", "+accelerate=zero2"])
+
+
+@pytest.mark.parametrize("override", ["model.lora.r=0", "model.lora.dropout=1.0", "model.lora.alpha=0",
+                                      "train.num_processes=0"])
+def test_lora_and_launcher_bounds(override):
+    from larpo.config import ConfigError, validate_options
+
+    with pytest.raises(ConfigError, match=override.split("=")[0]):
+        validate_options(compose_config(["run_dir=/tmp/unused", override]))
+
+
+def test_accelerate_options_need_the_accelerate_launcher():
+    from larpo.config import ConfigError, validate_options
+
+    with pytest.raises(ConfigError, match="only with train.launcher=accelerate"):
+        validate_options(compose_config(["run_dir=/tmp/unused", "train.num_processes=2"]))
+    validate_options(compose_config(["run_dir=/tmp/unused", "train.launcher=accelerate", "train.num_processes=2"]))
+
+
+def test_launcher_is_an_enum():
+    assert compose_config(["run_dir=/tmp/unused"]).train.launcher == "local"
+    with pytest.raises(ConfigCompositionException, match="launcher"):
+        compose_config(["run_dir=/tmp/unused", "train.launcher=slurm"])
