@@ -163,6 +163,14 @@ def check_backend(cfg) -> None:
     """``sampling.backend=vllm`` needs vllm and CUDA: say so at start-up, not at the first generate stage."""
     if cfg.sampling.backend != "vllm":
         return
+    from larpo.lora import enabled
+
+    if enabled(cfg.model.get("lora")):
+        # LoRA rounds save adapters (no config.json, no full weights); the vLLM child loads a full
+        # checkpoint folder and does not yet compose base + adapter (vLLM's LoRARequest would).
+        raise PipelineError("sampling.backend=vllm with model.lora.r set is not supported yet: LoRA rounds save "
+                            "only adapters and the vLLM engine loads full checkpoints; use sampling.backend=hf "
+                            "or train without LoRA")
     from larpo.generation.vllm_backend import vllm_problem
 
     problem = vllm_problem()

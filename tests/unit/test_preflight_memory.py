@@ -66,3 +66,16 @@ def test_vllm_backend_without_vllm_or_cuda_is_refused_at_start_up(tmp_path):
     with pytest.raises(Exception, match=f"sampling.backend=vllm cannot run here: {why}"):
         run(cfg)
     assert not (tmp_path / "run").exists()
+
+
+def test_vllm_backend_with_lora_is_refused_at_start_up(tmp_path):
+    """LoRA rounds save adapters only; the vLLM child loads full checkpoints: refused before any work."""
+    pytest.importorskip("peft")
+    from larpo.pipeline import run
+    from tests.conftest import compose_config
+
+    cfg = compose_config(["experiment=smoke", "sft.steps=0", "rounds=1", "sampling.backend=vllm", "model.lora.r=4",
+                          f"run_dir={tmp_path / 'run'}"])
+    with pytest.raises(Exception, match="sampling.backend=vllm with model.lora.r set is not supported yet"):
+        run(cfg)
+    assert not (tmp_path / "run").exists()
