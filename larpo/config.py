@@ -57,6 +57,14 @@ class Reference(str, Enum):
     initial = "initial"  # π_ref = the round-0 policy, fixed for all rounds
 
 
+class Forward(str, Enum):
+    """How a micro-batch's candidates go through the model (larpo.logprobs.sequence_logps); same values."""
+
+    padded = "padded"  # one right-padded [prompt, response] row per candidate
+    shared_prompt = "shared_prompt"  # each prompt once, its K responses on the prompt's KV cache
+    packed = "packed"  # one row per list [prompt, r_1..r_K] with a tree-shaped 4-D mask
+
+
 class Stage(str, Enum):
     all = "all"
     sft = "sft"
@@ -152,6 +160,12 @@ class TrainConfig:
     # Continue each round from the previous round's AdamW moments (saved as optimizer.pt in
     # the checkpoint) instead of a fresh optimizer; costs 2x the model's size on disk.
     carry_optimizer: bool = False
+    # Speed switches (same log-probs, see larpo/logprobs.py); the defaults were the fastest measured.
+    # shared_prompt/packed need attn_implementation sdpa or eager (a custom 4-D mask).
+    forward: Forward = Forward.shared_prompt
+    # Tokens per chunk of the lm_head + log-softmax over response positions (recomputed in the
+    # backward, so no [N, T, V] logits are kept); null = the model's own logits at every position.
+    logprob_chunk: int | None = bounded(4096, 1)
 
 
 @dataclass

@@ -50,10 +50,14 @@ def _pad_field(rows: Sequence[dict], key: str, device) -> torch.Tensor:
     return torch.tensor([r[key] + [0.0] * (k_max - len(r[key])) for r in rows], dtype=torch.float32, device=device)
 
 
-def _micro_step(model, loss_fn, rows, lists: Sequence[EncodedList], pad_id: int, scale: float) -> dict:
-    """Forward + backward of one micro-batch of whole lists; returns its loss metrics."""
+def _micro_step(model, loss_fn, rows, lists: Sequence[EncodedList], pad_id: int, scale: float,
+                forward: str = "shared_prompt", chunk: int | None = 4096) -> dict:
+    """Forward + backward of one micro-batch of whole lists; returns its loss metrics.
+
+    ``forward`` / ``chunk``: ``train.forward`` / ``train.logprob_chunk`` (see ``sequence_logps``).
+    """
     device = next(model.parameters()).device
-    flat = sequence_logps(model, lists, pad_id)
+    flat = sequence_logps(model, lists, pad_id, forward, chunk)
     sizes = [len(lst.responses) for lst in lists]
     policy, mask = to_padded(flat, sizes)
     lengths, _ = to_padded(
@@ -64,6 +68,14 @@ def _micro_step(model, loss_fn, rows, lists: Sequence[EncodedList], pad_id: int,
                   mask=mask, lengths=lengths.clamp(min=1))
     (out.loss * scale).backward()
     return {"loss": out.loss.item(), **out.metrics}
+
+
+def forward_options(cfg) -> dict:
+    """``train.forward`` / ``train.logprob_chunk`` as plain values (configs without them: the defaults)."""
+    from larpo.config import TrainConfig
+
+    forward = getattr(cfg, "forward", TrainConfig.forward)
+    return {"forward": getattr(forward, "value", forward), "chunk": getattr(cfg, "logprob_chunk", TrainConfig.logprob_chunk)}
 
 
 def train_on_lists(
@@ -94,7 +106,7 @@ def train_on_lists(
             for micro in pack_by_tokens([lists[i] for i in chunk], cfg.max_tokens):
                 idx = [chunk[j] for j in micro]
                 m = _micro_step(model, loss_fn, [rows[i] for i in idx], [lists[i] for i in idx],
-                                tokenizer.pad_token_id, scale=len(idx) / len(chunk))
+                                tokenizer.pad_token_id, scale=len(idx) / len(chunk), **forward_options(cfg))
                 for k, v in m.items():  # list-weighted mean over micro-batches
                     metrics[k] = metrics.get(k, 0.0) + v * len(idx) / len(chunk)
                 tokens += sum(len(lists[i].prompt) * len(lists[i].responses)
