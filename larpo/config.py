@@ -163,9 +163,10 @@ class TrainConfig:
     # Speed switches (same log-probs, see larpo/logprobs.py); the defaults were the fastest measured.
     # shared_prompt/packed need attn_implementation sdpa or eager (a custom 4-D mask).
     forward: Forward = Forward.shared_prompt
-    # Tokens per chunk of the lm_head + log-softmax over response positions (recomputed in the
-    # backward, so no [N, T, V] logits are kept); null = the model's own logits at every position.
-    logprob_chunk: int | None = bounded(4096, 1)
+    # Tokens per chunk of the lm_head + log-softmax over response positions, recomputed in the
+    # backward, so no [N, T, V] logits are kept (peak ~4 x chunk x vocab floats; 512 kept a 128k
+    # vocabulary's step at 1/4 of the full logits'); null = the model's own logits at every position.
+    logprob_chunk: int | None = bounded(512, 1)
 
 
 @dataclass

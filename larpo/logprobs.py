@@ -108,6 +108,11 @@ class _Runner:
         hook = self.decoder.register_forward_hook(lambda _m, _a, o: caught.append(o[0] if isinstance(o, tuple) else o.last_hidden_state))
         try:
             out = self.model(**kw, logits_to_keep=1)
+        except TypeError as e:
+            if "logits_to_keep" not in str(e):
+                raise
+            raise ValueError(f"train.logprob_chunk: {type(self.base).__name__}.forward takes no logits_to_keep; "
+                             "set train.logprob_chunk=null") from e
         finally:
             hook.remove()
         hidden = caught[-1]
@@ -321,7 +326,7 @@ _LAYOUTS = {"padded": _padded, "shared_prompt": _shared_prompt, "packed": _packe
 
 
 def sequence_logps(model, lists: Sequence[EncodedList], pad_id: int, forward: str = "padded",
-                   chunk: int | None = 4096) -> torch.Tensor:
+                   chunk: int | None = 512) -> torch.Tensor:
     """Summed response log-probs of all candidates: float [N] (N = Σ k_i), differentiable under grad.
 
     logp(y|x) = Σ_t log softmax(z_t)[y_t] over response positions only; z_t are the logits.
@@ -359,7 +364,7 @@ def to_padded(flat: torch.Tensor, sizes: Sequence[int]) -> tuple[torch.Tensor, t
 
 @torch.no_grad()
 def list_logps(model, tokenizer, rows: Sequence[dict], max_tokens: int, progress: bool = False,
-               forward: str = "padded", chunk: int | None = 4096) -> list[list[float]]:
+               forward: str = "padded", chunk: int | None = 512) -> list[list[float]]:
     """Per-candidate response log-probs of every row (no grad), in the rows' order (``sequence_logps``'s switches)."""
     from tqdm.auto import tqdm
 

@@ -51,7 +51,7 @@ def _pad_field(rows: Sequence[dict], key: str, device) -> torch.Tensor:
 
 
 def _micro_step(model, loss_fn, rows, lists: Sequence[EncodedList], pad_id: int, scale: float,
-                forward: str = "shared_prompt", chunk: int | None = 4096) -> dict:
+                forward: str = "shared_prompt", chunk: int | None = 512) -> dict:
     """Forward + backward of one micro-batch of whole lists; returns its loss metrics.
 
     ``forward`` / ``chunk``: ``train.forward`` / ``train.logprob_chunk`` (see ``sequence_logps``).
