@@ -62,6 +62,14 @@ class Launcher(str, Enum):
     accelerate = "accelerate"  # a child process group under `accelerate launch`
 
 
+class Forward(str, Enum):
+    """How a micro-batch's candidates go through the model (larpo.logprobs.sequence_logps); same values."""
+
+    padded = "padded"  # one right-padded [prompt, response] row per candidate
+    shared_prompt = "shared_prompt"  # each prompt once, its K responses on the prompt's KV cache
+    packed = "packed"  # one row per list [prompt, r_1..r_K] with a tree-shaped 4-D mask
+
+
 class Stage(str, Enum):
     all = "all"
     sft = "sft"
@@ -200,6 +208,15 @@ class TrainConfig:
     # None = plain DDP (or one process) with no mixed precision.
     accelerate_config: str | None = None
     num_processes: int | None = bounded(None, 1)  # None: the accelerate config's own (1 without one)
+
+
+    # Speed switches (same log-probs, see larpo/logprobs.py); the defaults were the fastest measured.
+    # shared_prompt/packed need attn_implementation sdpa or eager (a custom 4-D mask).
+    forward: Forward = Forward.shared_prompt
+    # Tokens per chunk of the lm_head + log-softmax over response positions, recomputed in the
+    # backward, so no [N, T, V] logits are kept (peak ~4 x chunk x vocab floats; 512 kept a 128k
+    # vocabulary's step at 1/4 of the full logits'); null = the model's own logits at every position.
+    logprob_chunk: int | None = bounded(512, 1)
 
 
 @dataclass

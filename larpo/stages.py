@@ -135,6 +135,7 @@ def stage_select(ctx: RunContext, r: int) -> None:
     """
     from larpo.logprobs import list_logps
     from larpo.select import build_lists
+    from larpo.train import forward_options
 
     gens, scores = _scored_round(ctx, r)
     earlier = [(q, *_scored_round(ctx, q)) for q in ctx.selector.pool_rounds(r)]
@@ -145,7 +146,8 @@ def stage_select(ctx: RunContext, r: int) -> None:
                             "or too few distinct candidates); nothing to train on")
     ref_round = r - 1 if ctx.cfg.reference == "behavior" else 0
     ref_model, tok = ctx.load_policy(ref_round)
-    ref = list_logps(ref_model, tok, lists, ctx.cfg.train.logprob_max_tokens, progress=True)
+    ref = list_logps(ref_model, tok, lists, ctx.cfg.train.logprob_max_tokens, progress=True,
+                     **forward_options(ctx.cfg.train))
     for row, lp in zip(lists, ref):
         row["ref_logps"] = lp
     write_jsonl(ctx.rd.lists(r), lists)

@@ -50,13 +50,15 @@ def _pad_field(rows: Sequence[dict], key: str, device) -> torch.Tensor:
 
 
 def _micro_step(model, loss_fn, rows, lists: Sequence[EncodedList], pad_id: int, scale: float,
-                backward: Callable[[torch.Tensor], None] = torch.Tensor.backward) -> dict:
+                backward: Callable[[torch.Tensor], None] = torch.Tensor.backward,
+                forward: str = "shared_prompt", chunk: int | None = 512) -> dict:
     """Forward + backward of one micro-batch of whole lists; returns its loss metrics.
 
     ``backward``: how to back-propagate ``loss * scale`` (``accelerator.backward`` under accelerate).
+    ``forward`` / ``chunk``: ``train.forward`` / ``train.logprob_chunk`` (see ``sequence_logps``).
     """
     device = next(model.parameters()).device
-    flat = sequence_logps(model, lists, pad_id)
+    flat = sequence_logps(model, lists, pad_id, forward, chunk)
     sizes = [len(lst.responses) for lst in lists]
     policy, mask = to_padded(flat, sizes)
     lengths, _ = to_padded(
@@ -86,6 +88,14 @@ def step_plan(lists: Sequence[EncodedList], cfg, seed: int) -> list[tuple[int, l
             micros = [[chunk[j] for j in m] for m in pack_by_tokens([lists[i] for i in chunk], cfg.max_tokens)]
             plan.append((epoch, chunk, micros))
     return plan
+
+
+def forward_options(cfg) -> dict:
+    """``train.forward`` / ``train.logprob_chunk`` as plain values (configs without them: the defaults)."""
+    from larpo.config import TrainConfig
+
+    forward = getattr(cfg, "forward", TrainConfig.forward)
+    return {"forward": getattr(forward, "value", forward), "chunk": getattr(cfg, "logprob_chunk", TrainConfig.logprob_chunk)}
 
 
 def train_on_lists(
@@ -121,7 +131,8 @@ def train_on_lists(
             weight = len(idx) / len(chunk) if real else 0.0  # a padding micro-batch adds no gradient
             with runner.accumulate(model):
                 m = _micro_step(model, loss_fn, [rows[i] for i in idx], [lists[i] for i in idx],
-                                tokenizer.pad_token_id, scale=weight * runner.loss_factor, backward=runner.backward)
+                                tokenizer.pad_token_id, scale=weight * runner.loss_factor, backward=runner.backward,
+                                **forward_options(cfg))
             if not real:
                 continue
             for k, v in m.items():  # list-weighted mean over micro-batches
