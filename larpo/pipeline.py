@@ -11,6 +11,7 @@ from __future__ import annotations
 import errno
 import logging
 import platform
+import re
 import subprocess
 import time
 from importlib import metadata
@@ -69,6 +70,18 @@ def run_config(cfg: DictConfig) -> dict:
 def _has_artifacts(rd: RunDir) -> bool:
     """Outputs of an earlier run (Hydra's own .hydra/ and log files do not count)."""
     return rd.summary.exists() or any(rd.root.glob("round_*"))
+
+
+_ASSET = re.compile(r"^.*[/\\]larpo[/\\]assets[/\\]([^/\\]+)[/\\]?$")
+
+
+def _portable(value: Any) -> Any:
+    """A path into a LarPO checkout's shipped assets, as ``<larpo asset NAME>`` (checkout-independent)."""
+    if isinstance(value, str):
+        match = _ASSET.match(value)
+        if match:
+            return f"<larpo asset {match.group(1)}>"
+    return value
 
 
 _NO_DEFAULT = object()
@@ -133,6 +146,9 @@ def check_run_dir(rd: RunDir, cfg: DictConfig) -> bool:
         added = sorted(k for k in set(b) - set(a) if _is_default(k, b[k], run_config(cfg)))
         if added:
             logger.warning("%s predates option(s) %s; resuming with their defaults", rd.manifest, ", ".join(added))
+        # The shipped assets (the embedded round 0, its tokenizer) are recorded as absolute paths;
+        # a moved or re-cloned checkout still holds the same run.
+        a, b = {k: _portable(v) for k, v in a.items()}, {k: _portable(v) for k, v in b.items()}
         diff = sorted(k for k in set(a) | set(b)
                       if a.get(k) != b.get(k) and k != "rounds" and not k.startswith(free) and k not in added)
         if diff:

@@ -197,6 +197,27 @@ def test_a_run_made_before_new_options_resumes_at_their_defaults(finished, tmp_p
         run(fault_cfg(run_dir, "select.pool=all"))
 
 
+def test_a_run_made_in_another_checkout_resumes(tmp_path):
+    """The default policy is a shipped asset recorded as an absolute path: a run made in another
+    clone (or a moved checkout) is the same run; a different asset is still a different config."""
+    from larpo.artifacts import RunDir
+    from larpo.pipeline import check_run_dir, write_manifest
+    from tests.conftest import compose_config
+
+    cfg = compose_config([f"run_dir={tmp_path}"])
+    assert cfg.model.pretrained.endswith("/larpo/assets/round0")
+    rd = RunDir(tmp_path)
+    write_manifest(rd, cfg)
+    manifest = json.loads(rd.manifest.read_text())
+    manifest["config"]["model"]["pretrained"] = "/elsewhere/clone/larpo/assets/round0"
+    rd.manifest.write_text(json.dumps(manifest))
+    assert check_run_dir(rd, cfg) is False  # the same run: resume, keep the manifest
+    manifest["config"]["model"]["pretrained"] = "/elsewhere/clone/larpo/assets/tokenizer"
+    rd.manifest.write_text(json.dumps(manifest))
+    with pytest.raises(Exception, match=r"model.pretrained: '<larpo asset tokenizer>' -> '<larpo asset round0>'"):
+        check_run_dir(rd, cfg)
+
+
 def test_different_config_is_refused_and_changes_nothing(finished, tmp_path):
     run_dir = tmp_path / "run"
     shutil.copytree(finished, run_dir)
