@@ -43,7 +43,15 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from _common import (  # noqa: E402
-    REPO, compose, emit, markdown_table, med_range, peak_memory_mb, run_worker, set_overrides, write_result,
+    REPO,
+    compose,
+    emit,
+    markdown_table,
+    med_range,
+    peak_memory_mb,
+    run_worker,
+    set_overrides,
+    write_result,
 )
 
 SCRIPT = Path(__file__).resolve()
@@ -194,7 +202,6 @@ def _worker_main(side: str, spec_path: str) -> None:
 
     logging.disable(logging.WARNING)  # transformers/TRL notices would bury the RESULT line's neighbours
     import torch
-
     from _common import machine_line
 
     spec = json.loads(Path(spec_path).read_text())

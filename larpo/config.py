@@ -137,6 +137,9 @@ class SamplingConfig:
     # Incorrect-response search (hard, hardest): up to `tries` draws of `per_try` responses per prompt.
     negatives_tries: int = bounded(4, 1)
     negatives_per_try: int = bounded(4, 1)
+    # Batches of prompts of similar token length (larpo/generate.py): faster, same rows in the
+    # same order, but other samples than the default's (a prompt shares its random stream with others).
+    length_batching: bool = False
 
 
 @dataclass
