@@ -19,6 +19,8 @@ from collections.abc import Sequence
 from pathlib import Path
 
 REPO = Path(__file__).resolve().parents[1]
+if str(REPO) not in sys.path:  # this checkout's larpo, not another installed copy (editable installs elsewhere)
+    sys.path.insert(1, str(REPO))
 CONF_DIR = REPO / "conf"
 RESULTS = REPO / "benchmarks" / "results"
 RESULT_TAG = "RESULT "
