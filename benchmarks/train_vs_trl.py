@@ -26,7 +26,8 @@ loss at step 20 (the 20th batch's loss, after 19 updates); tokens/s end to end =
 tokens (no padding), counted the same way on both sides; peak memory = the worker process's
 max RSS on CPU (imports included; each run in a fresh subprocess), ``torch.cuda.max_memory_allocated``
 on GPU. ``--set`` overrides go into the composed config of our side (e.g. ``--set
-train.max_tokens=4096``); a bare key is read as ``train.<key>``.
+train.max_tokens=4096``); a bare key is read as ``train.<key>``. Exit status 2 when the
+losses of the two sides disagree beyond the tolerances below (the comparison is then void).
 """
 
 from __future__ import annotations
