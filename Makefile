@@ -9,7 +9,7 @@ PY := $(VENV)/bin/python
 STAMP := $(VENV)/.larpo-installed
 endif
 
-.PHONY: install run test faults smoke lint clean gpu-check check-gpu-extra round0 table-real table-objectives table-memorization fig-negatives fig-temperature fig-listsize fig-passn paper-mini notebooks
+.PHONY: install run test faults smoke lint clean gpu-check check-gpu-extra round0 table-real table-objectives table-memorization fig-negatives fig-temperature fig-listsize fig-passn paper-mini notebooks bench
 
 install: $(STAMP)
 
@@ -57,6 +57,14 @@ paper-mini: fig-passn table-objectives table-memorization fig-negatives fig-temp
 
 notebooks: install  ## execute notebooks/studies.ipynb in place (reads experiments/*/results.json)
 	$(PY) notebooks/make_studies.py
+
+# Benchmarks (full sizes; tables printed and written to benchmarks/results/): our train stage vs TRL's
+# DPOTrainer and over K, vs the machine's fp32 matmul peak, and one round's wall time per stage.
+# SET="train.KEY=VALUE ..." is passed to the first two as --set (the train config's switches).
+bench: install
+	$(PY) benchmarks/train_vs_trl.py $(foreach s,$(SET),--set $(s))
+	$(PY) benchmarks/limits.py $(foreach s,$(SET),--set $(s))
+	$(PY) benchmarks/round_profile.py
 
 smoke: install  ## the shrunk end-to-end run of the tests, by hand
 	$(PY) run.py experiment=smoke $(ARGS)

@@ -186,6 +186,9 @@ class SamplingConfig:
     negatives_per_try: int = bounded(4, 1)
     backend: Backend = Backend.hf  # hf | vllm
     vllm: VLLMConfig = field(default_factory=VLLMConfig)
+    # Batches of prompts of similar token length (larpo/generate.py): faster, same rows in the
+    # same order, but other samples than the default's (a prompt shares its random stream with others).
+    length_batching: bool = False
 
 
 @dataclass

@@ -6,6 +6,14 @@ a stage interrupted half-way continues from its journal and produces exactly the
 uninterrupted run would have. What a row holds beyond plain samples (per-round temperatures,
 temperature splits, extra low-temperature candidates, the negative ladder) is described in
 :mod:`larpo.generation.plan`.
+
+``sampling.length_batching=true`` forms the batches from the prompts sorted by token length
+(stable), so a batch pads its prompts to a similar width and its rows tend to end together:
+on the embedded task about 1.5x faster sampling (benchmarks/round_profile.py). The rows still
+come out in the round's order, each batch is still seeded by its position ``b``, and a resume
+still redoes exactly what is missing, but the samples differ from the default's: a prompt
+shares its ``generate`` call, and so its random stream, with other prompts than by default
+(when the sort changes nothing, the output is byte-identical to the default's).
 """
 
 from __future__ import annotations
@@ -16,10 +24,10 @@ from collections.abc import Sequence
 from larpo.artifacts import BatchJournal
 from larpo.generation.negatives import ladder_block
 from larpo.generation.plan import Block, SamplingPlan, candidates_per_prompt, check_sampling
-from larpo.generation.sampling import _decode, _left_pad, derive_seed, sample
+from larpo.generation.sampling import _decode, _left_pad, derive_seed, length_batches, sample
 
 __all__ = ["_decode", "_left_pad", "candidates_per_prompt", "check_sampling", "derive_seed",
-           "generate_batch", "generate_candidates", "sample"]
+           "generate_batch", "generate_candidates", "length_batches", "sample"]
 
 logger = logging.getLogger(__name__)
 
@@ -72,7 +80,15 @@ def generate_batch(model, tokenizer, examples: Sequence, b: int, sampling, seed:
     """
     plan = SamplingPlan.of(sampling)
     start = b * plan.batch_size
-    batch = examples[start : start + plan.batch_size]
+    return _batch_rows(model, tokenizer, examples, range(start, min(start + plan.batch_size, len(examples))), b,
+                       plan, seed, round_, task)
+
+
+def _batch_rows(model, tokenizer, examples: Sequence, idx: Sequence[int], b: int, plan: SamplingPlan, seed: int,
+                round_: int, task) -> list[dict]:
+    """The rows of the prompts ``examples[i] for i in idx``, generated together as batch ``b``."""
+    batch = [examples[i] for i in idx]
+    start = idx[0]  # the ladder's easiest/easy locate the batch by it (contiguous batches only)
     batch_seed = derive_seed(seed, round_, "generate", b)
 
     def seed_of(*purpose) -> int:
@@ -112,6 +128,9 @@ def generate_candidates(
     from tqdm.auto import tqdm
 
     check_sampling(sampling, task)
+    if _length_batching(sampling):
+        _generate_by_length(model, tokenizer, examples, sampling, seed, journal, round_, task)
+        return
     done = journal.completed()
     bs = sampling.batch_size
     n_batches = (len(examples) + bs - 1) // bs
@@ -129,3 +148,41 @@ def generate_candidates(
         journal.append(b, rows)
         rows_all += rows
     _log_fallbacks(rows_all, round_, SamplingPlan.of(sampling).negatives)
+
+
+def _length_batching(sampling) -> bool:
+    get = sampling.get if hasattr(sampling, "get") else lambda k, d=None: getattr(sampling, k, d)
+    return bool(get("length_batching", False))
+
+
+def _generate_by_length(model, tokenizer, examples: Sequence, sampling, seed: int, journal: BatchJournal,
+                        round_: int, task) -> None:
+    """:func:`generate_candidates` with batches of prompts of similar token length.
+
+    The journal holds one entry per prompt, keyed by its position in ``examples``, so the
+    committed file keeps the round's order; a batch is redone whole unless all its prompts
+    are journaled (a batch is a function of its seeds and members only, so a redone batch
+    gives the rows it would have given).
+    """
+    from tqdm.auto import tqdm
+
+    plan = SamplingPlan.of(sampling)
+    if plan.negatives in ("easiest", "easy"):
+        raise ValueError(f"sampling.length_batching=true does not support sampling.negatives={plan.negatives} "
+                         "(it picks other prompts by their position in a contiguous batch); set one of them off")
+    batches = length_batches(tokenizer, [ex.prompt for ex in examples], plan.batch_size)
+    done = journal.completed()
+    for i, rows in done.items():
+        if not 0 <= i < len(examples) or [row["prompt_id"] for row in rows] != [examples[i].prompt_id]:
+            raise ValueError(f"{journal.path}: entry {i} holds another prompt than this run's; delete the file")
+    todo = [b for b, idx in enumerate(batches) if not all(i in done for i in idx)]
+    if len(todo) < len(batches):
+        logger.info("round %d generate: resuming, %d of %d batches already journaled", round_,
+                    len(batches) - len(todo), len(batches))
+    rows_all = [row for rows in done.values() for row in rows]
+    for b in tqdm(todo, desc=f"round {round_} generate", leave=False):
+        rows = _batch_rows(model, tokenizer, examples, batches[b], b, plan, seed, round_, task)
+        for i, row in zip(batches[b], rows):
+            journal.append(i, [row])
+        rows_all += rows
+    _log_fallbacks(rows_all, round_, plan.negatives)

@@ -16,6 +16,17 @@ def derive_seed(*parts: int | str) -> int:
     return int.from_bytes(digest[:4], "little") & 0x7FFFFFFF
 
 
+def length_batches(tokenizer, prompts: Sequence[str], batch_size: int) -> list[list[int]]:
+    """Prompt indices in batches of ``batch_size``, by rendered token length (ties: by index).
+
+    The last batch holds the longest prompts and the remainder. Sorting is stable, so prompts
+    of equal length keep their order and equal lengths everywhere give ``range`` batches.
+    """
+    lengths = [len(x) for x in prompt_ids(tokenizer, list(prompts))]
+    order = sorted(range(len(prompts)), key=lambda i: (lengths[i], i))
+    return [order[s : s + batch_size] for s in range(0, len(order), batch_size)]
+
+
 def _left_pad(ids: Sequence[list[int]], pad_id: int) -> tuple[torch.Tensor, torch.Tensor]:
     width = max(len(x) for x in ids)
     input_ids = torch.full((len(ids), width), pad_id, dtype=torch.long)
@@ -76,6 +87,7 @@ def sample(
         pad_token_id=tokenizer.pad_token_id,
         eos_token_id=tokenizer.eos_token_id,
         top_k=None,
+        use_cache=True,  # a checkpoint saved with use_cache=false (gradient checkpointing) would decode ~10x slower
         **kwargs,
     )
     texts, finished = _decode(tokenizer, out[:, input_ids.shape[1] :].cpu())
