@@ -22,8 +22,12 @@ $(STAMP): pyproject.toml
 run: install  ## the embedded default: 3 rounds of LarPO (listwise) on CPU, offline
 	$(PY) run.py $(ARGS)
 
+# Test files run in parallel (pytest-xdist, one worker per core, a file's tests on one worker so its
+# module fixtures are built once), one torch thread per worker: two busy OpenMP pools on the same
+# cores spin against each other. TEST_JOBS=0 runs them in this process.
+TEST_JOBS ?= auto
 test: install  ## unit, config and end-to-end tests (CPU; GPU tests skip without CUDA)
-	$(PY) -m pytest -q $(ARGS)
+	OMP_NUM_THREADS=$${OMP_NUM_THREADS:-1} $(PY) -m pytest -q -n $(TEST_JOBS) --dist loadfile $(ARGS)
 
 faults: install  ## the fault suite alone: kills, torn writes, two processes, bad inputs
 	$(PY) -m pytest -q tests/faults $(ARGS)
