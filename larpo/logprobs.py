@@ -8,6 +8,7 @@ candidates of a list go through the model in the same forward pass.
 from __future__ import annotations
 
 import inspect
+import logging
 import weakref
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -256,6 +257,9 @@ def _shared_prompt(lists: Sequence[EncodedList], pad_id: int, run: _Runner):
     p_len = torch.tensor([len(lst.prompt) for lst in lists])
     p_ids = _right_pad([lst.prompt for lst in lists], pad_id).to(dev)
     p_out, cache = run(p_ids, use_cache=True)
+    if cache is None:
+        raise ValueError("train.forward=shared_prompt: the model returned no KV cache for the prompts (is use_cache "
+                         "disabled in its config?); use train.forward=packed or padded")
     resp = [r for lst in lists for r in lst.responses]
     owner = torch.tensor([b for b, lst in enumerate(lists) for _ in lst.responses], dtype=torch.long)
     r_ids = _right_pad(resp, pad_id)
@@ -318,6 +322,15 @@ def _packed(lists: Sequence[EncodedList], pad_id: int, run: _Runner):
     return states, tgts, seg_idx
 
 
+_NOTED: set[str] = set()
+
+
+def _note_once(message: str) -> None:
+    if message not in _NOTED:
+        _NOTED.add(message)
+        logging.getLogger(__name__).info(message)
+
+
 def _param_dtype(model) -> torch.dtype:
     return next(model.parameters()).dtype
 
@@ -341,6 +354,12 @@ def sequence_logps(model, lists: Sequence[EncodedList], pad_id: int, forward: st
         raise ValueError(f"train.forward={forward!r} is not one of {FORWARDS}")
     if chunk is not None and chunk < 1:
         raise ValueError(f"train.logprob_chunk={chunk} must be >= 1 or null (the full-logits path)")
+    if forward == "shared_prompt" and model.training and getattr(model, "is_gradient_checkpointing", False):
+        # Gradient checkpointing turns the KV cache off in training, and shared_prompt lives on it;
+        # packed shares the prompt the same way without a cache (same values, see the tests).
+        _note_once("train.forward=shared_prompt needs the KV cache, which gradient checkpointing turns off; "
+                   "using train.forward=packed (the same log-probs)")
+        forward = "packed"
     run = _Runner(model, chunk)
     run.device = next(model.parameters()).device
     states, tgt, seg = _LAYOUTS[forward](lists, pad_id, run)

@@ -154,3 +154,17 @@ def test_bad_switch_values_name_the_option():
         sequence_logps(model, lists, tok.pad_token_id, "tree", None)
     with pytest.raises(ValueError, match="train.logprob_chunk"):
         sequence_logps(model, lists, tok.pad_token_id, "padded", 0)
+
+
+def test_shared_prompt_under_gradient_checkpointing_falls_back_to_packed(caplog):
+    """Gradient checkpointing turns the KV cache off in training; shared_prompt then runs as packed
+    (said once in the log) with the same log-probs and gradients as the padded forward."""
+    model, tok = _policy("sdpa")
+    want, want_grad = _logps_and_grads(model, tok, "padded", None)
+    model.gradient_checkpointing_enable()
+    with caplog.at_level("INFO", logger="larpo.logprobs"):
+        got, grad = _logps_and_grads(model, tok, "shared_prompt", 3)
+    assert "gradient checkpointing turns off; using train.forward=packed" in caplog.text
+    torch.testing.assert_close(got, want, atol=1e-5, rtol=0)
+    for name, g in grad.items():
+        torch.testing.assert_close(g, want_grad[name], atol=2e-5, rtol=1e-4, msg=name)
