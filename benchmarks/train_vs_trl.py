@@ -122,7 +122,7 @@ def worker_ours(spec: dict) -> dict:
     from hydra.utils import instantiate
 
     from larpo.logprobs import list_logps
-    from larpo.train import train_on_lists
+    from larpo.train import forward_options, train_on_lists
 
     cfg = compose([f"loss={spec['loss']}", f"loss.beta={spec['beta']}", "train.epochs=1", f"train.lr={spec['lr']}",
                    f"train.lists_per_step={spec['lists_per_step']}", "train.warmup_ratio=0", "train.weight_decay=0",
@@ -132,7 +132,8 @@ def worker_ours(spec: dict) -> dict:
     rows = spec["rows"]
     losses: list[float] = []
     t0 = time.perf_counter()
-    ref = list_logps(model, tok, rows, cfg.train.logprob_max_tokens)
+    model.eval()  # as select does: the reference pass with the train stage's forward switches
+    ref = list_logps(model, tok, rows, cfg.train.logprob_max_tokens, **forward_options(cfg.train))
     for row, lp in zip(rows, ref):
         row["ref_logps"] = lp
     t_ref = time.perf_counter()
