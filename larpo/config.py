@@ -13,10 +13,14 @@ import dataclasses
 import math
 from dataclasses import dataclass, field, fields, is_dataclass
 from enum import Enum
+from pathlib import Path
 from typing import Any
 
 from hydra.core.config_store import ConfigStore
 from omegaconf import MISSING
+
+# The Hydra config tree shipped beside the package (conf/).
+CONF_DIR = Path(__file__).resolve().parents[1] / "conf"
 
 
 @dataclass(frozen=True)
@@ -308,14 +312,12 @@ def apply_judge_shortcut(cfg: Any) -> None:
     Hydra picks a group's option only from a ``group=option`` override; this lets the judge be
     named where the benchmarks are configured, as ``eval.judge=reward``.
     """
-    from pathlib import Path
-
     from omegaconf import OmegaConf, open_dict
 
     name = cfg.eval.get("judge")
     if not name:
         return
-    folder = Path(__file__).resolve().parents[1] / "conf" / "judge"
+    folder = CONF_DIR / "judge"
     path = folder / f"{name}.yaml"
     if not path.exists():
         known = ", ".join(sorted(p.stem for p in folder.glob("*.yaml")))

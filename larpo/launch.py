@@ -31,13 +31,13 @@ from pathlib import Path
 import torch
 
 from larpo.artifacts import RunDir, iter_jsonl
-from larpo.config import ConfigError
+from larpo.config import CONF_DIR, ConfigError
 from larpo.model import is_checkpoint
 from larpo.stages import PipelineError
 
 logger = logging.getLogger(__name__)
 
-ACCELERATE_CONFIGS = Path(__file__).resolve().parents[1] / "conf" / "accelerate"
+ACCELERATE_CONFIGS = CONF_DIR / "accelerate"
 LOG_FILE = "train_launch.log"
 _SHARDED = ("DEEPSPEED", "FSDP")
 

@@ -9,6 +9,7 @@ the next plain run recomputes what depended on it.
 from __future__ import annotations
 
 import errno
+import functools
 import logging
 import platform
 import re
@@ -87,15 +88,20 @@ def _portable(value: Any) -> Any:
 _NO_DEFAULT = object()
 
 
+@functools.cache
+def _schema() -> DictConfig:
+    from larpo.config import Config
+
+    return OmegaConf.structured(Config)
+
+
 def _is_default(key: str, value: Any, config: dict) -> bool:
     """Whether ``value`` is the default of option ``key``: the schema's (larpo/config.py) or, inside a
     component node (``_target_``), its constructor's keyword default."""
     import importlib
     import inspect
 
-    from larpo.config import Config
-
-    schema = OmegaConf.structured(Config)
+    schema = _schema()
     parts = key.split(".")
     try:
         default = OmegaConf.select(schema, key, default=_NO_DEFAULT, throw_on_missing=False)
@@ -122,8 +128,7 @@ def _is_default(key: str, value: Any, config: dict) -> bool:
         except (TypeError, ValueError):
             continue
         if param is not None and param.default is not inspect.Parameter.empty:
-            default = param.default
-            return (default.value if hasattr(default, "value") and not isinstance(value, type(default)) else default) == value
+            return getattr(param.default, "value", param.default) == value  # an Enum default by its value
     return False
 
 
@@ -136,14 +141,15 @@ def check_run_dir(rd: RunDir, cfg: DictConfig) -> bool:
         if not cfg.resume:
             raise PipelineError(f"{rd.root} already holds a run and resume=false; choose another run_dir=")
         old = read_json(rd.manifest).get("config", {})
-        a, b = {**ADDED_KEYS, **_flatten(old)}, _flatten(run_config(cfg))
+        new = run_config(cfg)
+        a, b = {**ADDED_KEYS, **_flatten(old)}, _flatten(new)
         # `rounds` may grow: later rounds never change earlier ones. A forced evaluation may use
         # other evaluation settings (a benchmark run alone on a checkpoint): they change no artifact
         # another stage reads. Resource settings (RESOURCE_PREFIXES) may always change.
         free = RESOURCE_PREFIXES + (("eval.", "judge.") if cfg.stage == "evaluate" else ())
         # Options added to LarPO since the run was made are compatible at their defaults (by
         # convention a new option's default keeps the old behaviour): an upgrade must not strand a run.
-        added = sorted(k for k in set(b) - set(a) if _is_default(k, b[k], run_config(cfg)))
+        added = sorted(k for k in set(b) - set(a) if _is_default(k, b[k], new))
         if added:
             logger.warning("%s predates option(s) %s; resuming with their defaults", rd.manifest, ", ".join(added))
         # The shipped assets (the embedded round 0, its tokenizer) are recorded as absolute paths;

@@ -130,10 +130,14 @@ def collect_series(root: Path, factor: str, metric: str, kind: str = "rounds"
     return dict(out)
 
 
+def _finals(rounds: dict[str, dict[int, list[tuple[float, float]]]]) -> dict[str, dict[int, float]]:
+    """The last round's value of each curve over rounds."""
+    return {value: {seed: points[-1][1] for seed, points in seeds.items()} for value, seeds in rounds.items()}
+
+
 def collect(root: Path, factor: str, metric: str) -> dict[str, dict[int, float]]:
     """{factor value: {seed: the last round's metric}} over the run directories under ``root``."""
-    return {value: {seed: points[-1][1] for seed, points in seeds.items()}
-            for value, seeds in collect_series(root, factor, metric).items()}
+    return _finals(collect_series(root, factor, metric))
 
 
 def mean_se(values: list[float]) -> tuple[float, float]:
@@ -272,8 +276,9 @@ def aggregate(study: dict, root: Path | None = None, out_dir: Path | None = None
     if note is None and previous.exists():  # a redraw keeps the wall time of the sweep that made the runs
         note = json.loads(previous.read_text()).get("note")
     kind = study.get("series", "rounds")
-    series = collect_series(root, study["factor"], study["metric"], kind)
-    data = collect(root, study["factor"], study["metric"])
+    rounds = collect_series(root, study["factor"], study["metric"])
+    data = _finals(rounds)
+    series = rounds if kind == "rounds" else collect_series(root, study["factor"], study["metric"], kind)
     if not data:
         raise SystemExit(f"no finished runs with {study['metric']!r} under {root}")
     claims = study.get("claim")
