@@ -225,7 +225,9 @@ def _padded(lists: Sequence[EncodedList], pad_id: int, run: _Runner):
             seqs.append(lst.prompt + r)
             scored.add(n, torch.arange(len(lst.prompt) - 1, len(lst.prompt) + len(r) - 1), n)
     ids = _right_pad(seqs, pad_id).to(run.device)
-    out, _ = run(ids)
+    # The last column's outputs predict nothing (every row's last scored position is its
+    # length - 2), so it is not fed to the model.
+    out, _ = run(ids[:, :-1] if ids.shape[1] > 1 else ids)
     return scored.gather(out, ids)
 
 
@@ -271,10 +273,12 @@ def _shared_prompt(lists: Sequence[EncodedList], pad_id: int, run: _Runner):
     if width > 1:
         cache.batch_select_indices(owner.to(dev))
         p_max = p_ids.shape[1]
-        allowed = torch.cat([(torch.arange(p_max)[None, :] < p_len[owner][:, None])[:, None, :].expand(-1, width, -1),
-                             torch.ones(width, width, dtype=torch.bool).tril()[None].expand(len(resp), -1, -1)], -1)
-        pos = p_len[owner][:, None] + torch.arange(width)[None, :]
-        r_out, _ = run(r_ids.to(dev), attention_mask=_block_mask(allowed.to(dev), run, p_out.dtype),
+        # A response's last token predicts nothing: the pass takes the first width - 1 columns.
+        w = width - 1
+        allowed = torch.cat([(torch.arange(p_max)[None, :] < p_len[owner][:, None])[:, None, :].expand(-1, w, -1),
+                             torch.ones(w, w, dtype=torch.bool).tril()[None].expand(len(resp), -1, -1)], -1)
+        pos = p_len[owner][:, None] + torch.arange(w)[None, :]
+        r_out, _ = run(r_ids[:, :w].to(dev), attention_mask=_block_mask(allowed.to(dev), run, p_out.dtype),
                        position_ids=pos.to(dev), cache=cache)
         scored = _Scored()
         for n, r in enumerate(resp):

@@ -20,18 +20,27 @@ from larpo.logprobs import EncodedList, encode_lists, pack_by_tokens, sequence_l
 logger = logging.getLogger(__name__)
 
 
-def make_optimizer(model, lr: float, weight_decay: float, warmup_steps: int, total_steps: int, state: dict | None = None):
+def _fusable(params: Sequence[torch.Tensor]) -> bool:
+    """Whether torch's fused AdamW takes these parameters: floating point, all on CPU or all on CUDA."""
+    devices = {p.device.type for p in params}
+    return bool(params) and len(devices) == 1 and devices <= {"cpu", "cuda"} and all(p.is_floating_point() for p in params)
+
+
+def make_optimizer(model, lr: float, weight_decay: float, warmup_steps: int, total_steps: int, state: dict | None = None,
+                   fused: bool = True):
     """AdamW + linear warm-up + cosine decay to 0 (the paper's schedule).
 
     ``state``: an earlier AdamW state (moments) to continue from; its learning rates are
-    replaced by this schedule's.
+    replaced by this schedule's. ``fused``: torch's fused AdamW kernel (``train.fused_optimizer``;
+    the same update as the per-parameter loop, to float rounding) where the parameters allow it.
     """
     from transformers import get_cosine_schedule_with_warmup
 
     decay = [p for n, p in model.named_parameters() if p.requires_grad and p.ndim >= 2]
     no_decay = [p for n, p in model.named_parameters() if p.requires_grad and p.ndim < 2]
+    kw = {"fused": True} if fused and _fusable(decay + no_decay) else {}
     opt = torch.optim.AdamW(
-        [{"params": decay, "weight_decay": weight_decay}, {"params": no_decay, "weight_decay": 0.0}], lr=lr
+        [{"params": decay, "weight_decay": weight_decay}, {"params": no_decay, "weight_decay": 0.0}], lr=lr, **kw
     )
     if state is not None:
         # load_state_dict also restores the saved hyper-parameters; keep this round's (the
@@ -119,7 +128,8 @@ def train_on_lists(
     plan = step_plan(lists, cfg, seed)
     total = len(plan)
     runner.configure(plan)
-    opt, sched = make_optimizer(model, cfg.lr, cfg.weight_decay, int(cfg.warmup_ratio * total), total, opt_state)
+    opt, sched = make_optimizer(model, cfg.lr, cfg.weight_decay, int(cfg.warmup_ratio * total), total, opt_state,
+                                fused=getattr(cfg, "fused_optimizer", True))
     model, opt, sched = runner.prepare(model, opt, sched)
     model.train()
     step, tokens, losses, t0 = 0, 0, [], time.perf_counter()

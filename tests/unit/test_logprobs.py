@@ -56,3 +56,22 @@ def test_logps_are_differentiable_under_grad():
     flat.sum().backward()
     assert any(p.grad is not None and p.grad.abs().sum() > 0 for p in model.parameters())
     assert torch.is_tensor(flat) and flat.shape == (3,)
+
+
+@pytest.mark.parametrize("forward", ["padded", "shared_prompt"])
+def test_the_last_token_is_not_fed_to_the_model(forward):
+    """Its output would predict nothing: the model sees one column fewer than the longest row."""
+    model, tok = tiny_policy()
+    widths = []
+    hook = model.register_forward_pre_hook(lambda _m, _a, kw: widths.append(kw["input_ids"].shape[1]), with_kwargs=True)
+    try:
+        list_logps(model, tok, ROWS, 10**6, forward=forward)
+    finally:
+        hook.remove()
+    from larpo.logprobs import encode_lists
+
+    enc = encode_lists(tok, ROWS)
+    if forward == "padded":
+        assert widths == [max(e.max_len for e in enc) - 1]
+    else:  # the prompts' pass, then the responses' pass without their last column
+        assert widths == [max(len(e.prompt) for e in enc), max(len(r) for e in enc for r in e.responses) - 1]

@@ -52,3 +52,26 @@ def test_first_step_under_the_behaviour_reference_has_zero_margin():
     first = stats["first_step"]
     assert first["margin"] == pytest.approx(0.0, abs=1e-6) and first["chosen_reward"] == pytest.approx(0.0, abs=1e-6)
     assert first["loss"] == pytest.approx(sum(n_pairs for n_pairs in (6, 3, 3)) / 3 * 0.6931471805599453, rel=1e-5)
+
+
+def test_fused_adamw_is_the_default_and_makes_the_same_steps():
+    """train.fused_optimizer: torch's fused AdamW kernel gives the per-parameter loop's update (float rounding)."""
+    from larpo.train import make_optimizer
+
+    torch.manual_seed(0)
+    params = {}
+    for fused in (True, False):
+        model, _ = tiny_policy()
+        opt, _ = make_optimizer(model, 1e-2, 0.1, 0, 10, fused=fused)
+        assert bool(opt.defaults.get("fused")) is fused
+        for step in range(3):  # a different fixed gradient each step, weight decay on matrices only
+            for i, p in enumerate(model.parameters()):
+                p.grad = torch.sin(torch.arange(p.numel(), dtype=p.dtype) * (i + 1) + step).reshape(p.shape)
+            opt.step()
+        params[fused] = [p.detach().clone() for p in model.parameters()]
+    for a, b in zip(params[True], params[False]):
+        torch.testing.assert_close(a, b, atol=1e-6, rtol=1e-5)
+    # the train stage passes the switch through, the default is on
+    from larpo.config import TrainConfig
+
+    assert TrainConfig.fused_optimizer is True
