@@ -13,6 +13,11 @@
    once, an untied input embedding left out: a lookup, not a matmul), L layers, d the hidden
    size; train tokens = prompt + response tokens of every candidate, no padding. The fraction
    = achieved model FLOP/s ÷ the matmul peak (model FLOPs utilisation, MFU).
+3. **What the shapes allow**: the same fp32 ``torch.mm`` timed at the model's own weight-matmul
+   shapes — for every linear layer ([M, d_in] × [d_in, d_out] forward, and the two products of
+   its backward) with M = the tokens of one micro-batch — FLOP-weighted over the layers. A
+   training step cannot run its matmuls faster than this, so "of shape rate" is the fraction of
+   what these shapes allow on this machine; the gap between it and the square peak is the shapes'.
 
 Writes benchmarks/results/limits.md. The reference pass is not part of it (the select stage's).
 """
@@ -52,6 +57,38 @@ def matmul_peak(sizes: list[int], min_s: float) -> list[tuple[int, float]]:
     return out
 
 
+def shape_rate(model, m_tokens: int, min_s: float) -> float:
+    """GFLOP/s of fp32 ``torch.mm`` at the model's weight-matmul shapes with M = ``m_tokens``.
+
+    Every ``nn.Linear`` (and the tied/untied LM head, applied to M rows) contributes its forward
+    [M, i] x [i, o] and backward [M, o] x [o, i] (input grad) and [o, M] x [M, i] (weight grad);
+    each distinct shape is timed once (best of repeats for >= ``min_s``) and weighted by how many
+    layers have it. Total FLOPs / total time.
+    """
+    import collections
+
+    import torch
+
+    shapes: collections.Counter = collections.Counter()
+    for mod in model.modules():
+        if isinstance(mod, torch.nn.Linear):
+            o, i = mod.weight.shape
+            shapes.update([(m_tokens, i, o), (m_tokens, o, i), (o, m_tokens, i)])
+    flops = seconds = 0.0
+    for (m, k, n), count in shapes.items():
+        a, b = torch.randn(m, k), torch.randn(k, n)
+        torch.mm(a, b)
+        best, spent = float("inf"), 0.0
+        while spent < min_s:
+            t0 = time.perf_counter()
+            torch.mm(a, b)
+            dt = time.perf_counter() - t0
+            best, spent = min(best, dt), spent + dt
+        flops += count * 2 * m * k * n
+        seconds += count * best
+    return flops / seconds / 1e9
+
+
 def flops_per_token(model, seq_len: int) -> tuple[float, int]:
     """6 N + 12 L d S and N (see the module docstring)."""
     c = model.config
@@ -75,11 +112,14 @@ def train_rate(model, tok, rows: list[dict], overrides: list[str], lists_per_ste
     enc = encode_lists(tok, rows)
     tokens = sum(len(e.prompt) * len(e.responses) + sum(map(len, e.responses)) for e in enc)
     seq = max(e.max_len for e in enc)
+    # tokens of one micro-batch as the padded forward runs it: a step's sequences x (width - 1)
+    per_step = min(lists_per_step, len(enc))
+    m_tokens = per_step * len(enc[0].responses) * (seq - 1)
     t0 = time.perf_counter()
     summary, _ = train_on_lists(model, tok, rows, instantiate(cfg.loss), cfg.train, 0, lambda m: None)
     wall = time.perf_counter() - t0
     per_token, n = flops_per_token(model, seq)
-    return {"params": n, "tokens": tokens, "seq": seq, "steps": summary["steps"], "wall_s": wall,
+    return {"params": n, "tokens": tokens, "seq": seq, "m_tokens": m_tokens, "steps": summary["steps"], "wall_s": wall,
             "tokens_per_s": tokens / wall, "gflops": per_token * tokens / wall / 1e9, "flops_per_token": per_token}
 
 
@@ -114,8 +154,10 @@ def main(argv: list[str] | None = None) -> int:
     for name, make_model, data, lps in cases:
         model = make_model()
         r = train_rate(model, tok, data, overrides, lps)
+        allowed = shape_rate(model, r["m_tokens"], 0.02 if q else 0.3)
         rows.append([name, f"{r['params'] / 1e6:.2f}", r["steps"], r["seq"], f"{r['tokens_per_s']:,.0f}",
-                     f"{r['flops_per_token'] / 1e6:.1f}", f"{r['gflops']:.1f}", f"{100 * r['gflops'] / peak:.1f} %"])
+                     f"{r['flops_per_token'] / 1e6:.1f}", f"{r['gflops']:.1f}", f"{100 * r['gflops'] / peak:.1f} %",
+                     f"{r['m_tokens']:,}", f"{allowed:.1f}", f"{100 * r['gflops'] / allowed:.1f} %"])
         del model
     text = (f"# Limits: train stage vs the fp32 matmul peak\n\n{machine_line('cpu')}\n\n"
             "## fp32 matmul (torch.mm, n×n)\n\n"
@@ -123,8 +165,11 @@ def main(argv: list[str] | None = None) -> int:
             + f"\n\nPeak: **{peak:.1f} GFLOP/s** at {torch.get_num_threads()} thread(s).\n\n"
             "## Train stage (loss=listwise, K = 4), model FLOPs per train token = 6 N + 12 L d S\n\n"
             + markdown_table(["model", "N (M)", "steps", "S (tokens)", "train tokens/s", "MFLOP/token",
-                              "model GFLOP/s", "of peak"], rows)
-            + f"\n\nOverrides: {' '.join(args.set) or 'none'}.\n")
+                              "model GFLOP/s", "of peak", "M (tokens/micro-batch)", "matmul GFLOP/s at its shapes",
+                              "of shape rate"], rows)
+            + f"\n\nOverrides: {' '.join(args.set) or 'none'}. \"matmul GFLOP/s at its shapes\": fp32 torch.mm at the "
+            "model's own weight-matmul shapes (forward and both backward products of every linear layer, M rows), "
+            "FLOP-weighted; the training step's matmuls cannot run faster than that on this machine.\n")
     path = write_result("limits", text, args.out)
     print(text)
     print(f"(written to {path})")

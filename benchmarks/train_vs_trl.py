@@ -266,6 +266,23 @@ def measure(sizes: dict, runs: int, overrides: list[str], ks: list[int], device:
     return ours, trl, per_k
 
 
+def computed_tokens(forward: str, p: int, r: int, k: int) -> int:
+    """Tokens one list of K responses puts through the model (each goes forward and backward once).
+
+    padded: K rows of P + R tokens, the last column not fed (its outputs predict nothing);
+    shared_prompt: the prompt once, then K responses without their last token; packed: one row of
+    P + K R. TRL's concatenated forward: K rows of P + R.
+    """
+    return {"padded": k * (p + r - 1), "shared_prompt": p + k * (r - 1), "packed": p + k * r, "trl": k * (p + r)}[forward]
+
+
+def _our_forward(overrides: list[str]) -> str:
+    from larpo.config import TrainConfig
+
+    chosen = [o.split("=", 1)[1] for o in overrides if o.split("=", 1)[0].lstrip("+") == "train.forward"]
+    return chosen[-1] if chosen else TrainConfig.forward.value
+
+
 def _loss_at(rs: list[dict], step: int) -> float:
     return rs[0]["losses"][step - 1]
 
@@ -300,6 +317,12 @@ def report(sizes: dict, ours: list[dict], trl: list[dict], per_k: dict, args, ma
                f"{'agree' if abs(ls[0] - ls[1]) < LOSS_TOL_20 else 'DISAGREE'} (|Δ| = {abs(ls[0] - ls[1]):.1e}, "
                f"tolerance {LOSS_TOL_20:g}: the same batches in the same order; fp32 sums in another order "
                f"through {step - 1} Adam updates).")
+    fwd = _our_forward(set_overrides(args.set))
+    p_len, r_len = sizes["prompt_tokens"], sizes["response_tokens"]
+    ceiling = computed_tokens("trl", p_len, r_len, 2) / computed_tokens(fwd, p_len, r_len, 2)
+    verdict += (f" Tokens through the model per pair: TRL {computed_tokens('trl', p_len, r_len, 2)}, ours "
+                f"{computed_tokens(fwd, p_len, r_len, 2)} (train.forward={fwd}): at equal speed per token "
+                f"(the same HF model and matmuls on both sides) ours can be at most {ceiling:.2f}x TRL here.")
     krows = []
     for (k, lo), rs in per_k.items():
         r0 = rs[0]

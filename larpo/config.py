@@ -223,6 +223,7 @@ class TrainConfig:
     # Tokens per chunk of the lm_head + log-softmax over response positions, recomputed in the
     # backward, so no [N, T, V] logits are kept (peak ~4 x chunk x vocab floats; 512 kept a 128k
     # vocabulary's step at 1/4 of the full logits'); null = the model's own logits at every position.
+    # A vocabulary no larger than the hidden size always takes the model's own logits (nothing to save).
     logprob_chunk: int | None = bounded(512, 1)
     # AdamW as one fused kernel over all parameters (torch's fused=True, CPU and CUDA; TRL's
     # default too): the same update, 3.5x faster a step; false = torch's per-parameter loop.

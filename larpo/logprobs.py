@@ -91,6 +91,12 @@ class _Runner:
         cfg = base.config
         self.text_config = cfg.get_text_config() if hasattr(cfg, "get_text_config") else cfg
         self.cache_key = "cache" if "cache" in inspect.signature(base.forward).parameters else "past_key_values"
+        vocab, hidden = (getattr(self.text_config, k, None) for k in ("vocab_size", "hidden_size"))
+        if chunk is not None and vocab is not None and hidden is not None and vocab <= hidden:
+            # Logits no wider than the hidden states save nothing by being chunked (the backward
+            # keeps [M, d] activations anyway) and the chunks' recompute costs ~10 % of a step at
+            # the embedded sizes (measured), so a small vocabulary takes the model's own logits.
+            self.chunk = chunk = None
         if chunk is not None:
             self.decoder, self.head = base.get_decoder(), base.get_output_embeddings()
             if self.decoder is None or self.head is None:

@@ -50,6 +50,8 @@ def test_train_vs_trl_quick(tmp_path):
     assert abs(float(ours[2]) - float(trl[2])) < 2e-3  # the same batches in the same order
     assert float(ours[3].replace(",", "")) > 0 and float(trl[3].replace(",", "")) > 0
     assert re.search(r"Step-0 losses agree .* step-6 losses agree", text)
+    # quick sizes: 8-token prompts and responses; TRL 2 x (8 + 8), ours 8 + 2 x 7 (no last token)
+    assert re.search(r"per pair: TRL 32, ours 22 \(train.forward=shared_prompt\).* at most 1.45x", text)
     head, *rows = table(text, "## Ours alone")
     assert head[:2] == ["K", "loss"]
     assert [(r[0], r[1]) for r in rows] == [("2", "pairwise"), ("2", "listwise"), ("4", "pairwise"), ("4", "listwise")]
@@ -63,9 +65,12 @@ def test_limits_quick(tmp_path):
     head, *peaks = table(text, "## fp32 matmul")
     assert head == ["n", "GFLOP/s"] and len(peaks) == 2 and all(float(g) > 0 for _, g in peaks)
     head, *models = table(text, "## Train stage")
-    assert head[0] == "model" and head[-1] == "of peak" and len(models) == 2
+    assert head[0] == "model" and head[7] == "of peak" and head[-1] == "of shape rate" and len(models) == 2
     assert models[0][0].startswith("embedded") and float(models[0][1]) == pytest.approx(1.06, abs=0.01)
-    assert all(0 < float(m[-1].rstrip(" %")) <= 100 for m in models)
+    assert all(0 < float(m[7].rstrip(" %")) <= 100 for m in models)
+    for m in models:  # the shape-matched rate: M = one micro-batch's tokens, the fraction = model GFLOP/s over it
+        assert int(m[8].replace(",", "")) > 0 and float(m[9]) > 0
+        assert float(m[10].rstrip(" %")) == pytest.approx(100 * float(m[6]) / float(m[9]), abs=0.2)
 
 
 @pytest.mark.slow

@@ -18,7 +18,7 @@ from omegaconf import OmegaConf
 from larpo.logprobs import FORWARDS, encode_lists, list_logps, sequence_logps
 from larpo.losses import LambdaRankLoss
 from larpo.train import train_on_lists
-from tests.unit.tiny import tiny_policy
+from tests.unit.tiny import ARCH, tiny_policy
 
 ROWS = [  # unequal prompt and response lengths, an empty response, a one-token response
     {"prompt": "37+45=", "responses": ["82", "72", "", "8"], "finished": [True, True, False, False],
@@ -110,6 +110,21 @@ def test_chunked_head_keeps_no_full_logits_for_the_backward():
     assert saved_vocab_rows(None) >= n_tokens  # the response positions' logits [M, V]
     # each chunk's logits are recomputed in its backward: the forward saves none
     assert saved_vocab_rows(4) == 0
+
+
+def test_a_vocabulary_no_wider_than_the_hidden_states_is_not_chunked():
+    """vocab <= hidden size: the chunks would save nothing, so the model's own logits are used (same values)."""
+    from larpo.logprobs import _Runner
+    from larpo.model import build_model
+
+    model, tok = tiny_policy()  # hidden 32 < vocab 53: chunked
+    assert model.config.vocab_size > model.config.hidden_size and _Runner(model, 512).chunk == 512
+    torch.manual_seed(0)
+    wide = build_model(dict(ARCH, hidden_size=64), tok).eval()  # hidden 64 >= vocab 53
+    assert wide.config.vocab_size <= wide.config.hidden_size and _Runner(wide, 512).chunk is None
+    lists = encode_lists(tok, ROWS)
+    torch.testing.assert_close(sequence_logps(wide, lists, tok.pad_token_id, "shared_prompt", 512),
+                               sequence_logps(wide, lists, tok.pad_token_id, "shared_prompt", None), atol=0, rtol=0)
 
 
 def test_gemma2_soft_capping_is_applied_by_the_chunked_head():
