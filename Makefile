@@ -69,6 +69,7 @@ bench: install
 	$(PY) benchmarks/train_vs_trl.py $(foreach s,$(SET),--set $(s))
 	$(PY) benchmarks/limits.py $(foreach s,$(SET),--set $(s))
 	$(PY) benchmarks/round_profile.py
+	$(PY) benchmarks/switches.py
 
 smoke: install  ## the shrunk end-to-end run of the tests, by hand
 	$(PY) run.py experiment=smoke $(ARGS)

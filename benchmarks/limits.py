@@ -12,7 +12,10 @@
    S tokens, counted in full, causal mask ignored), N = parameters (a tied LM head counted
    once, an untied input embedding left out: a lookup, not a matmul), L layers, d the hidden
    size; train tokens = prompt + response tokens of every candidate, no padding. The fraction
-   = achieved model FLOP/s ÷ the matmul peak (model FLOPs utilisation, MFU).
+   = achieved model FLOP/s ÷ the matmul peak (model FLOPs utilisation, MFU). The train stage
+   runs ``train.forward=padded`` here unless ``--set forward=...`` says otherwise: the other
+   layouts compute each list's prompt once, and 6 N per candidate token would count FLOPs
+   they never do.
 3. **What the shapes allow**: the same fp32 ``torch.mm`` timed at the model's own weight-matmul
    shapes — for every linear layer ([M, d_in] × [d_in, d_out] forward, and the two products of
    its backward) with M = the tokens of one micro-batch — FLOP-weighted over the layers. A
@@ -138,6 +141,10 @@ def main(argv: list[str] | None = None) -> int:
     logging.disable(logging.WARNING)
     torch.manual_seed(0)
     overrides = set_overrides(args.set)
+    # Every FLOP counted must be computed: the padded forward, unless asked otherwise (shared_prompt
+    # and packed compute a list's prompt once, so 6 N per candidate token would count FLOPs not done).
+    if not any(o.split("=", 1)[0].lstrip("+") == "train.forward" for o in overrides):
+        overrides = ["train.forward=padded", *overrides]
     peaks = matmul_peak([64, 128] if args.quick else [256, 512, 1024, 2048], 0.02 if args.quick else 1.0)
     peak = max(g for _, g in peaks)
     tok = load_tokenizer(None)
@@ -167,7 +174,7 @@ def main(argv: list[str] | None = None) -> int:
             + markdown_table(["model", "N (M)", "steps", "S (tokens)", "train tokens/s", "MFLOP/token",
                               "model GFLOP/s", "of peak", "M (tokens/micro-batch)", "matmul GFLOP/s at its shapes",
                               "of shape rate"], rows)
-            + f"\n\nOverrides: {' '.join(args.set) or 'none'}. \"matmul GFLOP/s at its shapes\": fp32 torch.mm at the "
+            + f"\n\nOverrides: {' '.join(overrides)}. \"matmul GFLOP/s at its shapes\": fp32 torch.mm at the "
             "model's own weight-matmul shapes (forward and both backward products of every linear layer, M rows), "
             "FLOP-weighted; the training step's matmuls cannot run faster than that on this machine.\n")
     path = write_result("limits", text, args.out)

@@ -358,7 +358,8 @@ def sequence_logps(model, lists: Sequence[EncodedList], pad_id: int, forward: st
     its responses on its KV cache; ``packed`` one row per list with a tree mask.
     ``chunk``: None = the model's own logits over every position ([rows, L, V]); an int = the
     head applied to response positions only, that many tokens at a time, recomputed in the
-    backward, so the peak holds one [chunk, V] block instead of the full logits.
+    backward, so the peak holds one [chunk, V] block instead of the full logits — for a
+    vocabulary wider than the hidden size only (a narrower one takes the model's logits: nothing to save).
     """
     if forward not in _LAYOUTS:
         raise ValueError(f"train.forward={forward!r} is not one of {FORWARDS}")

@@ -68,6 +68,7 @@ def test_limits_quick(tmp_path):
     assert head[0] == "model" and head[7] == "of peak" and head[-1] == "of shape rate" and len(models) == 2
     assert models[0][0].startswith("embedded") and float(models[0][1]) == pytest.approx(1.06, abs=0.01)
     assert all(0 < float(m[7].rstrip(" %")) <= 100 for m in models)
+    assert "Overrides: train.forward=padded." in text  # every FLOP counted is computed
     for m in models:  # the shape-matched rate: M = one micro-batch's tokens, the fraction = model GFLOP/s over it
         assert int(m[8].replace(",", "")) > 0 and float(m[9]) > 0
         assert float(m[10].rstrip(" %")) == pytest.approx(100 * float(m[6]) / float(m[9]), abs=0.2)
@@ -83,3 +84,20 @@ def test_round_profile_quick(tmp_path):
         times = [float(x) for x in r[1:6]]
         assert all(t >= 0 for t in times) and float(r[6]) == pytest.approx(sum(times), abs=0.3)
     assert (tmp_path / "round_profile.png").stat().st_size > 1000
+
+
+@pytest.mark.slow
+def test_switches_quick(tmp_path):
+    text = run_script("switches.py", tmp_path)
+    head, *rows = table(text, "## Shared prompt, K = 8")
+    assert head == ["case (K = 8)", "train.forward", "forward + backward (s)", "speed-up vs padded"]
+    assert [r[1] for r in rows] == ["padded", "shared_prompt", "packed"] * 2
+    assert rows[0][0].startswith("3.4 M Llama") and rows[3][0].startswith("embedded policy")
+    assert rows[0][3] == rows[3][3] == "1.00x" and all(float(r[3].rstrip("x")) > 0 for r in rows)
+    head, *mem = table(text, "## Peak memory of a training step")
+    assert head[0] == "log-prob path" and head[3] == "vs full logits" and len(mem) == 3
+    full, chunked, naive = (float(r[2].replace(",", "")) for r in mem)
+    # the same step on the same data: the same loss whichever path computes it
+    assert float(mem[0][-1]) == pytest.approx(float(mem[1][-1]), rel=1e-4) == pytest.approx(float(mem[2][-1]), rel=1e-4)
+    # a 32k vocabulary with 1,000+ scored tokens: the chunked head keeps far less than the full logits
+    assert chunked < full / 2 and chunked < naive / 2 and mem[0][3] == "1.00x"
