@@ -52,6 +52,12 @@ def set_overrides(sets: Sequence[str], prefix: str = "train.") -> list[str]:
     return out
 
 
+def override_value(overrides: Sequence[str], key: str) -> str | None:
+    """The value the last of ``overrides`` (Hydra ``key=value``, ``+``/``++`` allowed) gives ``key``, or None."""
+    values = [o.split("=", 1)[1] for o in overrides if "=" in o and o.split("=", 1)[0].lstrip("+") == key]
+    return values[-1] if values else None
+
+
 def peak_memory_mb(device: str = "cpu") -> float:
     """Peak memory of this process: max RSS on CPU, ``torch.cuda.max_memory_allocated`` on GPU."""
     if device.startswith("cuda"):

@@ -33,7 +33,7 @@ import time
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from _common import compose, machine_line, markdown_table, set_overrides, write_result  # noqa: E402
+from _common import compose, machine_line, markdown_table, override_value, set_overrides, write_result  # noqa: E402
 from train_vs_trl import make_rows  # noqa: E402
 
 BIG_ARCH = dict(hidden_size=768, intermediate_size=2560, num_hidden_layers=12, num_attention_heads=12,
@@ -42,22 +42,24 @@ QUICK_BIG = dict(hidden_size=128, intermediate_size=256, num_hidden_layers=2, nu
                  num_key_value_heads=4, max_position_embeddings=128, tie_word_embeddings=True)
 
 
-def matmul_peak(sizes: list[int], min_s: float) -> list[tuple[int, float]]:
-    """[(n, GFLOP/s)] of fp32 ``torch.mm`` of two n×n matrices, best of repeats for ≥ ``min_s``."""
+def mm_seconds(m: int, k: int, n: int, min_s: float) -> float:
+    """Best time of fp32 ``torch.mm`` of [m, k] x [k, n] over repeats for >= ``min_s`` (after a warm-up)."""
     import torch
 
-    out = []
-    for n in sizes:
-        a, b = torch.randn(n, n), torch.randn(n, n)
-        torch.mm(a, b)  # warm-up (allocations, thread pool)
-        best, spent = float("inf"), 0.0
-        while spent < min_s:
-            t0 = time.perf_counter()
-            torch.mm(a, b)
-            dt = time.perf_counter() - t0
-            best, spent = min(best, dt), spent + dt
-        out.append((n, 2 * n**3 / best / 1e9))
-    return out
+    a, b = torch.randn(m, k), torch.randn(k, n)
+    torch.mm(a, b)  # warm-up (allocations, thread pool)
+    best, spent = float("inf"), 0.0
+    while spent < min_s:
+        t0 = time.perf_counter()
+        torch.mm(a, b)
+        dt = time.perf_counter() - t0
+        best, spent = min(best, dt), spent + dt
+    return best
+
+
+def matmul_peak(sizes: list[int], min_s: float) -> list[tuple[int, float]]:
+    """[(n, GFLOP/s)] of fp32 ``torch.mm`` of two n×n matrices, best of repeats for ≥ ``min_s``."""
+    return [(n, 2 * n**3 / mm_seconds(n, n, n, min_s) / 1e9) for n in sizes]
 
 
 def shape_rate(model, m_tokens: int, min_s: float) -> float:
@@ -79,16 +81,8 @@ def shape_rate(model, m_tokens: int, min_s: float) -> float:
             shapes.update([(m_tokens, i, o), (m_tokens, o, i), (o, m_tokens, i)])
     flops = seconds = 0.0
     for (m, k, n), count in shapes.items():
-        a, b = torch.randn(m, k), torch.randn(k, n)
-        torch.mm(a, b)
-        best, spent = float("inf"), 0.0
-        while spent < min_s:
-            t0 = time.perf_counter()
-            torch.mm(a, b)
-            dt = time.perf_counter() - t0
-            best, spent = min(best, dt), spent + dt
         flops += count * 2 * m * k * n
-        seconds += count * best
+        seconds += count * mm_seconds(m, k, n, min_s)
     return flops / seconds / 1e9
 
 
@@ -143,7 +137,7 @@ def main(argv: list[str] | None = None) -> int:
     overrides = set_overrides(args.set)
     # Every FLOP counted must be computed: the padded forward, unless asked otherwise (shared_prompt
     # and packed compute a list's prompt once, so 6 N per candidate token would count FLOPs not done).
-    if not any(o.split("=", 1)[0].lstrip("+") == "train.forward" for o in overrides):
+    if override_value(overrides, "train.forward") is None:
         overrides = ["train.forward=padded", *overrides]
     peaks = matmul_peak([64, 128] if args.quick else [256, 512, 1024, 2048], 0.02 if args.quick else 1.0)
     peak = max(g for _, g in peaks)

@@ -192,9 +192,9 @@ def memory_table(sizes: dict, device: str) -> tuple[str, dict]:
             out[name] = r
             rows.append([name, forward, f"{r['step_mb']:,.0f}", f"{r['peak_mb']:,.0f}", f"{r['wall_s']:.2f}",
                          f"{r['loss']:.3f}"])
-    naive = out[variants[0][0]]["step_mb"]
+    full = out[variants[0][0]]["step_mb"]
     for row, (name, _, _) in zip(rows, variants):
-        row.insert(3, f"{out[name]['step_mb'] / naive:.2f}x")
+        row.insert(3, f"{out[name]['step_mb'] / full:.2f}x")
     table = markdown_table(["log-prob path", "train.forward", "step peak above the model (MB)", "vs full logits",
                             "process peak during the step (MB)", "step (s)", "loss"], rows)
     return table, out

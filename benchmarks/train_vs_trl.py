@@ -49,6 +49,7 @@ from _common import (  # noqa: E402
     emit,
     markdown_table,
     med_range,
+    override_value,
     peak_memory_mb,
     run_worker,
     set_overrides,
@@ -279,8 +280,7 @@ def computed_tokens(forward: str, p: int, r: int, k: int) -> int:
 def _our_forward(overrides: list[str]) -> str:
     from larpo.config import TrainConfig
 
-    chosen = [o.split("=", 1)[1] for o in overrides if o.split("=", 1)[0].lstrip("+") == "train.forward"]
-    return chosen[-1] if chosen else TrainConfig.forward.value
+    return override_value(overrides, "train.forward") or TrainConfig.forward.value
 
 
 def _loss_at(rs: list[dict], step: int) -> float:

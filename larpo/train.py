@@ -121,6 +121,7 @@ def train_on_lists(
     """
     from tqdm.auto import tqdm
 
+    from larpo.config import TrainConfig
     from larpo.runners import LocalRunner
 
     runner = runner or LocalRunner()
@@ -129,7 +130,7 @@ def train_on_lists(
     total = len(plan)
     runner.configure(plan)
     opt, sched = make_optimizer(model, cfg.lr, cfg.weight_decay, int(cfg.warmup_ratio * total), total, opt_state,
-                                fused=getattr(cfg, "fused_optimizer", True))
+                                fused=getattr(cfg, "fused_optimizer", TrainConfig.fused_optimizer))
     model, opt, sched = runner.prepare(model, opt, sched)
     model.train()
     step, tokens, losses, t0 = 0, 0, [], time.perf_counter()
