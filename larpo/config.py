@@ -147,7 +147,7 @@ class Backend(str, Enum):
     """Who runs the generate stage's sampling (``sampling.backend``)."""
 
     hf = "hf"  # Hugging Face ``generate`` in the pipeline's process (CPU or GPU)
-    vllm = "vllm"  # vLLM in a child process per round (GPU; ``pip install -e '.[gpu]'``)
+    vllm = "vllm"  # vLLM in a child process per round (GPU: ``pip install -e '.[gpu]'``; CPU: ``make vllm-env``)
 
 
 @dataclass
@@ -159,8 +159,11 @@ class VLLMConfig:
     # round's batches still to do are dealt to them round-robin.
     data_parallel_size: int = bounded(1, 1)
     gpu_memory_utilization: float = bounded(0.9, 0, 1, lo_open=True)  # share of each GPU vLLM may take
+    # vLLM's CPU build (make vllm-env): the KV cache's size in GiB of host RAM (vLLM's kv_cache_memory_bytes),
+    # used there instead of gpu_memory_utilization (a share of host RAM, refused on a shared machine).
+    cpu_kv_cache_gb: float = bounded(2.0, **POSITIVE)
     max_model_len: int | None = bounded(None, 1)  # None: the model's max_position_embeddings
-    dtype: str = "auto"  # auto (the checkpoint's torch_dtype) | bfloat16 | float16 | float32
+    dtype: str = "auto"  # auto (model.dtype, as HF sampling) | bfloat16 | float16 | float32
     enforce_eager: bool = False  # no CUDA graphs: slower decoding, faster start and less memory
     max_num_seqs: int | None = bounded(None, 1)  # None: vLLM's default concurrent sequences
 

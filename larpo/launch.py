@@ -21,9 +21,7 @@ import importlib.util
 import logging
 import os
 import re
-import signal
 import socket
-import subprocess
 import sys
 from collections.abc import Callable
 from pathlib import Path
@@ -33,6 +31,7 @@ import torch
 from larpo.artifacts import RunDir, iter_jsonl
 from larpo.config import CONF_DIR, ConfigError
 from larpo.model import is_checkpoint
+from larpo.processes import log_tail, supervised
 from larpo.stages import PipelineError
 
 logger = logging.getLogger(__name__)
@@ -117,12 +116,9 @@ _ERROR = re.compile(r"^(\[rank\d+\]: )?([\w.]+(Error|Exception)|KeyboardInterrup
 def _failure(path: Path, lines: int = 15) -> str:
     """The error a rank raised (the last one, i.e. the outermost of a chain; the launcher's own
     ChildFailedError / CalledProcessError only say that a rank failed) and the log's tail."""
-    try:
-        text = [t.rstrip() for t in path.read_text(errors="replace").splitlines() if t.strip()]
-    except OSError:
-        return "(no log)"
-    errors = [t for t in text if _ERROR.match(t) and not any(x in t for x in _LAUNCHER_ERRORS)]
-    return (f"error: {errors[-1]}\n" if errors else "") + "last lines:\n" + "\n".join(text[-lines:])
+    tail = log_tail(path, 10**9).splitlines()
+    errors = [t for t in tail if _ERROR.match(t) and not any(x in t for x in _LAUNCHER_ERRORS)]
+    return (f"error: {errors[-1]}\n" if errors else "") + "last lines:\n" + "\n".join(tail[-lines:])
 
 
 def launch_train(train_cfg, rd: RunDir, r: int, device: torch.device, log: Callable[[dict], None]) -> None:
@@ -130,21 +126,11 @@ def launch_train(train_cfg, rd: RunDir, r: int, device: torch.device, log: Calla
     check_launch(train_cfg)
     cmd, env = launch_command(train_cfg, rd, r, device)
     log_path = rd.round_dir(r) / LOG_FILE
-    log_path.parent.mkdir(parents=True, exist_ok=True)
     for stale in (rd.round_dir(r) / "train_steps.jsonl", rd.train_log(r)):
         stale.unlink(missing_ok=True)  # so a failed child cannot pass for a finished one
     logger.info("round %d train: launching %s; log: %s", r, " ".join(cmd[1:]), log_path)
-    with open(log_path, "wb") as out:
-        proc = subprocess.Popen(cmd, stdout=out, stderr=subprocess.STDOUT, env=env, start_new_session=True)
-        try:
-            rc = proc.wait()
-        except BaseException:  # interrupted: stop the whole child group (launcher and ranks), then re-raise
-            os.killpg(proc.pid, signal.SIGTERM)
-            try:
-                proc.wait(timeout=30)
-            except subprocess.TimeoutExpired:
-                os.killpg(proc.pid, signal.SIGKILL)
-            raise
+    with supervised(cmd, env, log_path) as proc:  # the whole group is stopped on any way out
+        rc = proc.wait()
     if rc != 0:
         raise PipelineError(f"round {r}, stage train: the accelerate child process failed with exit code {rc}; "
                             f"its full log is {log_path}; {_failure(log_path)}")

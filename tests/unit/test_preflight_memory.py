@@ -5,7 +5,6 @@ from __future__ import annotations
 import importlib.util
 
 import pytest
-import torch
 
 from larpo.preflight import train_memory_per_gpu, vllm_share
 
@@ -54,15 +53,15 @@ def test_vllm_share_of_an_80gb_gpu():
     assert vllm_share(PSI, 2, 0.9, None)["kv_cache"] is None  # planning without a GPU
 
 
-@pytest.mark.skipif(importlib.util.find_spec("vllm") is not None and torch.cuda.is_available(),
-                    reason="vllm and CUDA are both here: nothing to refuse")
+@pytest.mark.skipif(importlib.util.find_spec("vllm") is not None,
+                    reason="vllm is here: tests/vllm checks what its platform refuses")
 def test_vllm_backend_without_vllm_or_cuda_is_refused_at_start_up(tmp_path):
     from larpo.pipeline import run
     from tests.conftest import compose_config
 
     cfg = compose_config(["experiment=smoke", "sft.steps=0", "rounds=1", "sampling.backend=vllm",
                           f"run_dir={tmp_path / 'run'}"])
-    why = "vllm is not installed" if importlib.util.find_spec("vllm") is None else "no CUDA device is visible"
+    why = "vllm is not installed" if importlib.util.find_spec("vllm") is None else "this vLLM is a CUDA build but no CUDA"
     with pytest.raises(Exception, match=f"sampling.backend=vllm cannot run here: {why}"):
         run(cfg)
     assert not (tmp_path / "run").exists()
