@@ -27,8 +27,10 @@ N_BATCHES = 32
 WAIT = 300  # s: the most a step may take on a busy 2-core machine (engine start-up ~30 s when quiet)
 
 
-def start(run_dir: Path, *extra: str) -> subprocess.Popen:
-    return subprocess.Popen([sys.executable, str(ROOT / "run.py"), *VLLM, f"run_dir={run_dir}", *extra], cwd=ROOT,
+def start(run_dir: Path, *extra: str, hydra_dir: Path | None = None) -> subprocess.Popen:
+    """``run.py`` with the run in ``run_dir`` (and Hydra's own folder there too, unless ``hydra_dir``)."""
+    return subprocess.Popen([sys.executable, str(ROOT / "run.py"), *VLLM, f"run_dir={run_dir}",
+                             f"hydra.run.dir={hydra_dir or run_dir}", *extra], cwd=ROOT,
                             stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
 
 
@@ -113,7 +115,7 @@ def test_what_the_cpu_engine_cannot_run_is_refused_at_start_up(tmp_path, overrid
     import re
 
     run_dir = tmp_path / "run"
-    rc, out = finish(start(run_dir, *overrides))
+    rc, out = finish(start(run_dir, *overrides, hydra_dir=tmp_path / "hydra"))
     assert rc != 0
     assert re.search(message, out), out[-3000:]
     assert not run_dir.exists(), "a refused run wrote something"
@@ -139,7 +141,7 @@ def test_a_round_of_the_real_smollm2_through_vllm(tmp_path, smollm2):
            "sampling.prompts_per_round=8", "sampling.n_samples=4", "sampling.max_new_tokens=48",
            "sampling.batch_size=8", "train.epochs=1", "train.lists_per_step=8", "train.lr=1e-6", "eval.n_prompts=8",
            "eval.pass_at_max=0", "eval.alpaca_style=false", "eval.batch_size=8", "threads=2",
-           f"run_dir={run_dir}"]
+           f"hydra.run.dir={run_dir}"]
     proc = subprocess.run(cmd, cwd=ROOT, capture_output=True, text=True, timeout=15 * 60)
     assert proc.returncode == 0, (proc.stdout + proc.stderr)[-3000:]
     rd = RunDir(run_dir)
