@@ -12,7 +12,7 @@ import json
 import pytest
 import torch
 
-from larpo.logprobs import FORWARDS, list_logps
+from larpo.logprobs import FORWARDS, encode_lists, list_logps, pack_by_tokens
 from larpo.model import prompt_ids
 from tests.real.plain import ATOL, chat_prompt_ids, plain_logps
 
@@ -23,6 +23,7 @@ PROMPTS = [
     "Explain <|im_start|> tokens in one line.",  # markup typed by a user is rendered as the template renders it
     "",
 ]
+MAX_TOKENS = 350
 ROWS = [
     {"prompt": "What is 12 + 30?", "responses": ["12 + 30 = 42.", "The answer is 42", "", "forty-two"],
      "finished": [True, False, True, False]},
@@ -59,8 +60,10 @@ def test_prompt_rendering_equals_the_tokenizers_own_chat_template(smollm2_tok, p
 @pytest.mark.parametrize("forward", FORWARDS)
 @pytest.mark.parametrize("chunk", [None, 512], ids=["full-logits", "chunked-head"])
 def test_reference_logps_equal_a_plain_forward(smollm2_tok, smollm2_model, plain_reference, forward, chunk):
-    # max_tokens=200 splits the three lists into several micro-batches, as a long stage would.
-    got = list_logps(smollm2_model, smollm2_tok, ROWS, 200, forward=forward, chunk=chunk)
+    # A token budget of 350 makes two micro-batches, one of them two lists with prompts of
+    # different lengths (40 and 34 tokens): padding between prompts is exercised too.
+    assert pack_by_tokens(encode_lists(smollm2_tok, ROWS), MAX_TOKENS) == [[1], [0, 2]]
+    got = list_logps(smollm2_model, smollm2_tok, ROWS, MAX_TOKENS, forward=forward, chunk=chunk)
     assert [len(g) for g in got] == [len(r["responses"]) for r in ROWS]
     for g, e in zip(got, plain_reference):
         assert g == pytest.approx(e, abs=ATOL, rel=0)
