@@ -101,9 +101,12 @@ def stage_generate(ctx: RunContext, r: int) -> None:
     check_sampling(ctx.cfg.sampling, ctx.task)  # before the policy loads (build_context checks it too, if wired)
     journal = BatchJournal(ctx.rd.generations(r))
     if ctx.cfg.sampling.backend == "vllm":  # child processes load the checkpoint folder into vLLM (GPU)
-        from larpo.generation.vllm_backend import generate_in_children
+        from larpo.generation.vllm_backend import VLLMGenerationError, generate_in_children
 
-        generate_in_children(ctx.checkpoint(r - 1), round_prompts(ctx, r), ctx.cfg, r, journal)
+        try:
+            generate_in_children(ctx.checkpoint(r - 1), round_prompts(ctx, r), ctx.cfg, r, journal)
+        except VLLMGenerationError as e:
+            raise PipelineError(f"round {r}, stage generate: {e}") from e
     else:
         model, tok = ctx.load_policy(r - 1)
         generate_candidates(model, tok, round_prompts(ctx, r), ctx.cfg.sampling, ctx.cfg.seed, journal, r, ctx.task)

@@ -68,6 +68,10 @@ class VLLMUnavailable(RuntimeError):
     """sampling.backend=vllm cannot run here (no vllm, a broken install, or no device for it)."""
 
 
+class VLLMGenerationError(RuntimeError):
+    """An engine child failed; the message names it, its log's last lines, and that the stage resumes."""
+
+
 def vllm_platform() -> str:
     """The device type of the installed vLLM build (``cpu``, ``cuda``, ``rocm``, ...), asked of vLLM itself.
 
@@ -423,7 +427,7 @@ def run_children(jobs: Sequence[Job], slices: Sequence[str | None], progress: tu
             else:
                 path.unlink(missing_ok=True)
     if failed:
-        raise RuntimeError("vLLM generation failed: " + "; ".join(failed) + "\nthe batches it finished are kept, "
+        raise VLLMGenerationError("vLLM generation failed: " + "; ".join(failed) + "\nthe batches it finished are kept, "
                            "the same command resumes")
 
 

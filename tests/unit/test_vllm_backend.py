@@ -108,6 +108,37 @@ def test_engine_arguments_from_the_config():
                   "enforce_eager": True, "trust_remote_code": False, "seed": 0, "max_model_len": 4096}
 
 
+def test_on_the_cpu_platform_the_kv_cache_is_a_size_and_auto_is_the_policy_dtype():
+    """vLLM's CPU build: a fixed KV cache in host RAM (no share of it), and ``dtype: auto`` = model.dtype
+    (vLLM's own auto would run a float32 checkpoint in bfloat16, unlike HF sampling)."""
+    cfg = compose_config(["experiment=smoke", "run_dir=x", "sampling.vllm.cpu_kv_cache_gb=1.5"])
+    kw = engine_kwargs("/ckpt", cfg.sampling.vllm, platform="cpu", model_dtype="float32")
+    assert kw["kv_cache_memory_bytes"] == int(1.5 * 2**30)
+    assert "gpu_memory_utilization" not in kw
+    assert kw["dtype"] == "float32"
+    assert engine_kwargs("/ckpt", cfg.sampling.vllm, platform="cuda", model_dtype="bfloat16")["dtype"] == "bfloat16"
+
+
+def test_options_given_in_part_take_the_schema_defaults():
+    from larpo.config import VLLMConfig
+    from larpo.generation.vllm_backend import vllm_options
+
+    opts = vllm_options({"dtype": "float32"})
+    assert opts.dtype == "float32"
+    assert opts.cpu_kv_cache_gb == VLLMConfig.cpu_kv_cache_gb and opts.max_model_len is None
+
+
+def test_the_first_round_writes_its_job_file_into_a_folder_that_does_not_exist_yet(tmp_path):
+    """Issue 17: the job file was written before round_<r>/ existed (FileNotFoundError at the very first
+    vLLM round). Here the child starts and fails for want of vLLM (or of a checkpoint): the stage gets
+    as far as the engine's own error, with its log."""
+    journal = BatchJournal(tmp_path / "run" / "round_1" / "generations.jsonl")
+    with pytest.raises(RuntimeError, match=r"(?s)vLLM generation failed: engine 0 exited with 1 .*last lines of .*"
+                                           r"generations.rank0.log:\n.*(VLLMUnavailable|Error)"):
+        generate_in_children(tmp_path / "ckpt", _examples(2), _cfg(data_parallel_size=1), 1, journal)
+    assert (tmp_path / "run" / "round_1" / "generations.rank0.job.json").exists()  # kept for the re-run
+
+
 def test_vllm_options_are_bounded():
     cfg = compose_config(["experiment=smoke", "run_dir=x", "sampling.vllm.gpu_memory_utilization=1.5",
                           "sampling.vllm.tensor_parallel_size=0"])
@@ -152,7 +183,8 @@ def _examples(n: int) -> list[Example]:
 
 def _cfg(**vllm):
     sampling = {**SAMPLING, "backend": "vllm", "vllm": {"tensor_parallel_size": 1, "data_parallel_size": 2, **vllm}}
-    return OmegaConf.create({"sampling": sampling, "seed": 0, "task": {}, "model": {"trust_remote_code": False}})
+    return OmegaConf.create({"sampling": sampling, "seed": 0, "task": {},
+                             "model": {"trust_remote_code": False, "dtype": "float32"}})
 
 
 def test_resume_takes_the_batches_engines_finished_before_a_kill(tmp_path):
@@ -176,7 +208,7 @@ def test_a_failed_engine_keeps_the_finished_batches(tmp_path):
     ex, cfg = _examples(4), _cfg(data_parallel_size=1)
     journal = BatchJournal(tmp_path / "generations.jsonl")
     shard(journal.final, 0).append(0, generate_batch(model, tok, ex, 0, OmegaConf.create(SAMPLING), 0, 1))
-    with pytest.raises(RuntimeError, match=r"vLLM generation failed: engine 0 exited with 1 \(re-run it alone: "
+    with pytest.raises(RuntimeError, match=r"(?s)vLLM generation failed: engine 0 exited with 1 \(re-run it alone: "
                                            r".* -m larpo.generation.vllm_backend .*generations.rank0.job.json\).*"
                                            "the same command resumes"):
         generate_in_children(tmp_path / "ckpt", ex, cfg, 1, journal)

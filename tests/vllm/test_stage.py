@@ -124,9 +124,9 @@ def test_what_the_cpu_engine_cannot_run_is_refused_at_start_up(tmp_path, overrid
 def _gsm8k_file(path: Path, start_: int, n: int) -> Path:
     rows = []
     for i in range(start_, start_ + n):
-        a, b = 3 + i % 7, 10 + (5 * i) % 23
-        rows.append({"question": f"Sam has {a} boxes with {b} pencils in each box. How many pencils does Sam have?",
-                     "answer": f"Sam has {a} * {b} = {a * b} pencils.\n#### {a * b}"})
+        a, b = 2 + i % 7, 3 + (5 * i) % 11
+        rows.append({"question": f"Sam has {a} apples and buys {b} more. How many apples does Sam have now?",
+                     "answer": f"Sam has {a} + {b} = {a + b} apples.\n#### {a + b}"})
     path.write_text("".join(json.dumps(r) + "\n" for r in rows))
     return path
 
@@ -140,7 +140,7 @@ def test_a_round_of_the_real_smollm2_through_vllm(tmp_path, smollm2):
            "sampling.backend=vllm", "sampling.vllm.enforce_eager=true", "sampling.vllm.cpu_kv_cache_gb=1",
            "sampling.prompts_per_round=8", "sampling.n_samples=4", "sampling.max_new_tokens=48",
            "sampling.batch_size=8", "train.epochs=1", "train.lists_per_step=8", "train.lr=1e-6", "eval.n_prompts=8",
-           "eval.pass_at_max=0", "eval.alpaca_style=false", "eval.batch_size=8", "threads=2",
+           "eval.pass_at_max=0", "eval.alpaca_style=false", "eval.batch_size=8", "select.drop_ties=false", "threads=2",
            f"hydra.run.dir={run_dir}"]
     proc = subprocess.run(cmd, cwd=ROOT, capture_output=True, text=True, timeout=15 * 60)
     assert proc.returncode == 0, (proc.stdout + proc.stderr)[-3000:]
