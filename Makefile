@@ -9,7 +9,7 @@ PY := $(VENV)/bin/python
 STAMP := $(VENV)/.larpo-installed
 endif
 
-.PHONY: install run test faults smoke lint clean gpu-check check-gpu-extra vllm-env test-vllm round0 real-model table-real table-objectives table-memorization fig-negatives fig-temperature fig-listsize fig-passn paper-mini notebooks bench
+.PHONY: install run test faults smoke lint clean gpu-check check-gpu-extra vllm-env test-vllm bench-vllm round0 real-model table-real table-objectives table-memorization fig-negatives fig-temperature fig-listsize fig-passn paper-mini notebooks bench
 
 install: $(STAMP)
 
@@ -50,6 +50,10 @@ $(VLLM_VENV)/.larpo-installed: pyproject.toml
 # The vLLM tests (tests/vllm) on vLLM's CPU engine, the embedded policy and the real SmolLM2; none may skip.
 test-vllm: vllm-env real-model
 	$(VLLM_PY) -m pytest -q -p no:cacheprovider tests/vllm --require-vllm $(ARGS)
+
+# HF generate vs vLLM's CPU engine: start-up, tokens/s, break-even (benchmarks/results/vllm_cpu.md)
+bench-vllm: vllm-env real-model
+	$(VLLM_PY) benchmarks/vllm_cpu.py $(ARGS)
 
 faults: install  ## the fault suite alone: kills, torn writes, two processes, bad inputs
 	$(PY) -m pytest -q tests/faults $(ARGS)

@@ -147,6 +147,7 @@ class Backend(str, Enum):
     """Who runs the generate stage's sampling (``sampling.backend``)."""
 
     hf = "hf"  # Hugging Face ``generate`` in the pipeline's process (CPU or GPU)
+    auto = "auto"  # vllm where a vLLM build runs here (GPU, or its CPU build: make vllm-env), else hf
     vllm = "vllm"  # vLLM in a child process per round (GPU: ``pip install -e '.[gpu]'``; CPU: ``make vllm-env``)
 
 
@@ -361,6 +362,11 @@ def _asset(name: str) -> str:
     return str(Path(__file__).resolve().parent / "assets" / name)
 
 
+def _repo(path: str) -> str:
+    """``${larpo.repo:models/smollm2-135m-instruct}``: a path under the checkout (where make real-model writes)."""
+    return str(CONF_DIR.parent / path)
+
+
 def register_configs() -> None:
     from omegaconf import OmegaConf
 
@@ -370,6 +376,8 @@ def register_configs() -> None:
         OmegaConf.register_new_resolver("larpo.first", _first)
     if not OmegaConf.has_resolver("larpo.asset"):
         OmegaConf.register_new_resolver("larpo.asset", _asset)
+    if not OmegaConf.has_resolver("larpo.repo"):
+        OmegaConf.register_new_resolver("larpo.repo", _repo)
 
 
 register_configs()

@@ -3,7 +3,9 @@
 - greedy accuracy with its standard error, per family, and the mean reward;
 - Pass@N for N = 1, 2, 4, ... (the policy as a retriever: does any of N samples pass), with
   the unbiased estimator 1 − C(n−c, N)/C(n, N) from n = ``pass_at_max`` samples per prompt;
-- win rate against the round-0 policy with the reward as judge (ties count ½).
+- win rate against the round-0 policy with the reward as judge (ties count ½);
+- the share of greedy answers that finished (EOS) and their mean length in tokens: a gain that
+  comes only from shorter answers shows there.
 
 "Correct" is the task's to say (``task.is_correct(prompt, response, finished)``), not a
 reward threshold: a reward model's scores have no "correct" value. A task without
@@ -20,6 +22,7 @@ from collections.abc import Sequence
 from typing import Any
 
 from larpo.generate import derive_seed, sample
+from larpo.model import response_ids
 
 logger = logging.getLogger(__name__)
 
@@ -116,9 +119,10 @@ def greedy_outputs(model, tokenizer, reward, task, examples: Sequence, cfg, max_
         prompts = [ex.prompt for ex in batch]
         responses, finished = sample(model, tokenizer, prompts, n=1, temperature=0.0, max_new_tokens=max_new_tokens)
         rewards = reward.score(prompts, responses, finished)
-        for ex, rs, fs, ws in zip(batch, responses, finished, rewards):
+        lengths = [len(ids) for ids in response_ids(tokenizer, [r[0] for r in responses], [f[0] for f in finished])]
+        for ex, rs, fs, ws, n in zip(batch, responses, finished, rewards, lengths):
             row = {"prompt_id": ex.prompt_id, "family": ex.family, "response": rs[0], "finished": fs[0],
-                   "reward": ws[0]}
+                   "reward": ws[0], "tokens": n}
             correct = judge_correct(task, ex.prompt, rs[0], fs[0])
             if correct is not None:
                 row["correct"] = correct
@@ -127,8 +131,11 @@ def greedy_outputs(model, tokenizer, reward, task, examples: Sequence, cfg, max_
 
 
 def greedy_metrics(rows: Sequence[dict], list_relative: bool = False) -> dict[str, float]:
-    """Accuracy (when the task says what is correct), mean reward (unless list-relative), finished share."""
+    """Accuracy (when the task says what is correct), mean reward (unless list-relative), finished share and
+    mean answer length in tokens (EOS included: what training scores)."""
     out = {"finished": sum(row["finished"] for row in rows) / len(rows), "n_eval": len(rows)}
+    if all("tokens" in row for row in rows):
+        out["length"] = sum(row["tokens"] for row in rows) / len(rows)
     if not list_relative:  # a list-relative score of a lone answer says nothing
         out["mean_reward"], out["mean_reward_se"] = mean_se([row["reward"] for row in rows])
     if not all("correct" in row for row in rows):

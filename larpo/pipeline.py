@@ -188,6 +188,17 @@ def make(node: DictConfig, group: str, **kwargs):
         raise ConfigError(str(cause) if isinstance(cause, (ValueError, TypeError)) else f"{group}: {e}") from e
 
 
+def resolve_backend(cfg: DictConfig) -> None:
+    """``sampling.backend=auto``: vllm where a vLLM build runs here, else hf; the run records which."""
+    if cfg.sampling.backend != "auto":
+        return
+    from larpo.generation.vllm_backend import vllm_problem
+
+    problem = vllm_problem()
+    cfg.sampling.backend = "hf" if problem else "vllm"
+    logger.info("sampling.backend=auto: %s%s", cfg.sampling.backend, f" ({problem})" if problem else "")
+
+
 def build_context(cfg: DictConfig, metrics) -> RunContext:
     """Instantiate the components named by ``_target_`` and check they fit together."""
     task = make(cfg.task, "task")
@@ -284,6 +295,7 @@ def run(cfg: DictConfig) -> dict:
 
     hf_logging.disable_progress_bar()  # per-shard bars on every checkpoint load drown the stage log
     validate_options(cfg)
+    resolve_backend(cfg)
     if cfg.threads:
         torch.set_num_threads(cfg.threads)
     rd = RunDir(cfg.run_dir)

@@ -83,8 +83,10 @@ def stop_group(proc: subprocess.Popen, grace: float = 30.0) -> None:
 
 @contextlib.contextmanager
 def supervised(cmd: Sequence[str], env: dict[str, str] | None = None, log_path: Path | None = None,
-               grace: float = 30.0) -> Iterator[subprocess.Popen]:
+               grace: float = 30.0, pass_fds: Sequence[int] = ()) -> Iterator[subprocess.Popen]:
     """Start ``cmd`` in a new session (output to ``log_path`` if given); stop its group on leaving.
+
+    ``pass_fds``: file descriptors the child inherits (e.g. the pipes of larpo/generation/vllm_server.py).
 
     The body waits for the child (``proc.wait()``) and reads its return code; leaving the
     block in any way (return, exception, KeyboardInterrupt, SystemExit from a signal handler)
@@ -96,7 +98,7 @@ def supervised(cmd: Sequence[str], env: dict[str, str] | None = None, log_path: 
         out = open(log_path, "wb")  # noqa: SIM115  (closed in the finally below)
     try:
         proc = subprocess.Popen(list(cmd), env=env, stdout=out, stderr=subprocess.STDOUT if out else None,
-                                start_new_session=True, preexec_fn=_on_parent_death)
+                                start_new_session=True, preexec_fn=_on_parent_death, pass_fds=tuple(pass_fds))
         try:
             yield proc
         finally:

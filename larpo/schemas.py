@@ -65,7 +65,7 @@ LISTS = Schema(
     optional={"source_rounds": list_of(INT)},  # select.pool other than current: each candidate's round
 )
 EVAL_OUTPUTS = Schema({"prompt_id": STR, "family": STR, "response": STR, "finished": BOOL, "reward": NUMBER},
-                      optional={"correct": BOOL})
+                      optional={"correct": BOOL, "tokens": INT})
 
 
 @dataclass

@@ -181,12 +181,30 @@ def stage_evaluate(ctx: RunContext, r: int) -> None:
     """The task's held-out metrics (``eval=task``) and the configured benchmarks, into eval.json.
 
     Metrics already in eval.json that this evaluation does not produce are kept, so a benchmark
-    run alone on a checkpoint (``stage=evaluate round=2 eval=[alpacaeval2]``) adds to it.
+    run alone on a checkpoint (``stage=evaluate round=2 eval=[alpacaeval2]``) adds to it. With
+    ``sampling.backend=vllm`` the answers come from a vLLM engine in a child process
+    (larpo/generation/vllm_server.py; its log is ``round_<r>/eval_vllm.log``), else from HF.
     """
+    import contextlib
+
+    with contextlib.ExitStack() as stack:
+        if ctx.cfg.sampling.backend == "vllm":
+            from larpo.generation.vllm_server import served_policy
+
+            m = ctx.cfg.model
+            tok = load_tokenizer(ctx.checkpoint(r), m.trust_remote_code)
+            model = stack.enter_context(served_policy(ctx.checkpoint(r), ctx.cfg.sampling.vllm,
+                                                      ctx.rd.round_dir(r) / "eval_vllm.log", m.trust_remote_code,
+                                                      m.dtype))
+        else:
+            model, tok = ctx.load_policy(r)
+        _evaluate(ctx, r, model, tok)
+
+
+def _evaluate(ctx: RunContext, r: int, model, tok) -> None:
     from larpo.evals.bench import run_benchmarks
     from larpo.evaluate import held_out_metrics
 
-    model, tok = ctx.load_policy(r)
     metrics = dict(read_json(ctx.rd.eval(r))) if ctx.rd.eval(r).exists() else {}
     if ctx.cfg.eval.held_out:
         with reward_loaded(ctx.reward):  # one load of a reward model for all the stage's batches

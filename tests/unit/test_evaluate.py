@@ -101,3 +101,13 @@ def test_list_relative_reward_judges_both_answers_in_one_list() -> None:
     assert against_baseline(rows, base, head_to_head(reward, {"a": "", "b": "", "c": ""}, rows, base))[
         "win_rate"] == pytest.approx(2.5 / 3)
     assert "mean_reward" not in greedy_metrics([{**r, "family": "f"} for r in rows], list_relative=True)
+
+
+def test_finished_share_and_answer_length_in_tokens() -> None:
+    rows = [{"prompt_id": "a", "family": "f", "response": "12", "finished": True, "reward": 1.0, "tokens": 3},
+            {"prompt_id": "b", "family": "f", "response": "1 2 3 4", "finished": False, "reward": 0.0, "tokens": 8},
+            {"prompt_id": "c", "family": "f", "response": "7", "finished": True, "reward": 1.0, "tokens": 2}]
+    metrics = greedy_metrics(rows)
+    assert metrics["finished"] == 2 / 3
+    assert metrics["length"] == 13 / 3
+    assert "length" not in greedy_metrics([{k: v for k, v in r.items() if k != "tokens"} for r in rows])

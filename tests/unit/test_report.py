@@ -19,6 +19,8 @@ EVAL_0 = {
     "pass@2": 0.5,
     "pass@4": 0.6,
     "pass@8": 0.7,
+    "finished": 0.875,
+    "length": 23.25,
     "n_eval": 1000,
 }
 SUMMARY = {
@@ -55,6 +57,7 @@ def test_table_contents() -> None:
     assert "0.410 ± 0.015" in body[0] and "0.620" in body[0] and "0.700" in body[0]
     assert "0.470 ± 0.015" in body[1] and "0.580 ± 0.000" in body[1] and "+0.060 ± 0.011" in body[1]
     assert "0.6100" in body[1] and "12.3" in body[1]
+    assert "finished" in lines[0] and "length" in lines[0] and "0.875" in body[0] and "23.2" in body[0]
     # Aligned: every line has the same width.
     assert len({len(ln) for ln in lines}) == 1
 
@@ -63,8 +66,8 @@ def test_missing_keys_render_dash() -> None:
     text = format_table(SUMMARY)
     row0, row2 = text.splitlines()[2], text.splitlines()[4]
     assert row0.split()[-2:] == [MISSING, MISSING]  # no train metrics in round 0
-    # Round 2 lacks the gain, mean reward, win rate, both pass@ columns and wall time.
-    assert "0.500" in row2 and row2.count(MISSING) == 6
+    # Round 2 lacks the gain, mean reward, win rate, both pass@ columns, finished, length and wall time.
+    assert "0.500" in row2 and row2.count(MISSING) == 8
 
 
 def test_plot_writes_png_atomically(tmp_path: Path) -> None:

@@ -7,6 +7,7 @@ dataclass of that shape; everything else here is the real code on real files.
 
 from __future__ import annotations
 
+import importlib.util
 from dataclasses import dataclass
 
 import pytest
@@ -255,3 +256,12 @@ def test_a_manifest_from_before_the_backend_option_resumes_as_hf(tmp_path):
     with pytest.raises(PipelineError, match=r"sampling.backend: 'hf' -> 'vllm'"):
         check_run_dir(RunDir(tmp_path), compose_config(["experiment=smoke", f"run_dir={tmp_path}",
                                                         "sampling.backend=vllm"]))
+
+
+@pytest.mark.skipif(importlib.util.find_spec("vllm") is not None, reason="vllm is here (tests/vllm checks auto -> vllm)")
+def test_auto_backend_is_hf_where_vllm_is_missing():
+    from larpo.pipeline import resolve_backend
+
+    cfg = compose_config(["experiment=smoke", "run_dir=x", "sampling.backend=auto"])
+    resolve_backend(cfg)
+    assert cfg.sampling.backend == "hf"

@@ -113,3 +113,11 @@ def test_a_seed_gives_the_same_samples_and_another_seed_others(policy, engine):
     assert a != c
     assert [len(rs) for rs in a[0]] == [4] * 16
     assert len({r for rs in a[0] for r in rs}) > 16, "4 samples at temperature 1 should differ"
+
+
+def test_auto_backend_is_vllm_where_its_cpu_build_runs():
+    from larpo.pipeline import resolve_backend
+
+    cfg = compose_config(["run_dir=x", "sampling.backend=auto"])
+    resolve_backend(cfg)
+    assert cfg.sampling.backend == "vllm"

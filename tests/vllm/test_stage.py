@@ -105,6 +105,24 @@ def test_kills_of_the_pipeline_and_of_its_engine_resume_to_identical_generations
     assert read_json(run / "round_1" / "eval.json") == read_json(ref / "round_1" / "eval.json")
 
 
+def test_the_evaluate_stage_on_vllm_gives_hf_s_greedy_answers(tmp_path):
+    """Round 0 evaluated by a vLLM child (float32) and by HF: the same greedy answers, hence the same accuracy."""
+    runs = {}
+    for backend in ("vllm", "hf"):
+        run_dir = tmp_path / backend
+        rc, out = finish(start(run_dir, "rounds=0", f"sampling.backend={backend}", "eval.n_prompts=128",
+                               "eval.pass_at_max=2", "eval.pass_prompts=16"))
+        assert rc == 0, out[-3000:]
+        runs[backend] = run_dir
+    assert (runs["vllm"] / "round_0" / "eval_vllm.log").exists()  # the answers really came from vLLM
+    assert not (runs["hf"] / "round_0" / "eval_vllm.log").exists()
+    vl, hf = (read_jsonl(runs[b] / "round_0" / "eval_outputs.jsonl") for b in ("vllm", "hf"))
+    assert len(vl) == 128 and vl == hf
+    ev, eh = (read_json(runs[b] / "round_0" / "eval.json") for b in ("vllm", "hf"))
+    assert ev["accuracy"] == eh["accuracy"] and ev["length"] == eh["length"] and ev["finished"] == eh["finished"]
+    assert {"pass@1", "pass@2"} <= set(ev)
+
+
 @pytest.mark.parametrize(("overrides", "message"), [
     (["experiment=smoke"], r"vLLM's CPU attention does not take head_dim=16 \(model.arch\); it takes 32, 64, 80"),
     (["sampling.vllm.cpu_kv_cache_gb=100000"], r"sampling.vllm.cpu_kv_cache_gb=100000 plus the weights need "
