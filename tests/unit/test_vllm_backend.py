@@ -265,3 +265,19 @@ def test_auto_backend_is_hf_where_vllm_is_missing():
     cfg = compose_config(["experiment=smoke", "run_dir=x", "sampling.backend=auto"])
     resolve_backend(cfg)
     assert cfg.sampling.backend == "hf"
+
+
+def test_a_cuda_build_of_vllm_without_a_gpu_is_refused_naming_the_fix(monkeypatch):
+    """The branch for a CUDA build on a machine without CUDA (CPU builds are tests/vllm's): vLLM's answer
+    about its platform and torch's about CUDA are the inputs, the message is what is checked."""
+    import importlib.util as iu
+
+    import larpo.generation.vllm_backend as vb
+
+    monkeypatch.setattr(iu, "find_spec", lambda name, *a: object() if name == "vllm" else None)
+    monkeypatch.setattr(vb, "vllm_platform", lambda: "cuda")
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
+    assert vb.vllm_problem() == ("this vLLM is a CUDA build but no CUDA device is visible; use sampling.backend=hf, "
+                                 "or vLLM's CPU build (`make vllm-env`)")
+    monkeypatch.setattr(vb, "vllm_platform", lambda: "cpu")
+    assert vb.vllm_problem() is None
