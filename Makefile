@@ -9,7 +9,7 @@ PY := $(VENV)/bin/python
 STAMP := $(VENV)/.larpo-installed
 endif
 
-.PHONY: install run test faults smoke lint clean gpu-check check-gpu-extra vllm-env test-vllm bench-vllm round0 real-model table-real table-objectives table-memorization fig-negatives fig-temperature fig-listsize fig-passn paper-mini notebooks bench
+.PHONY: install run test faults smoke lint clean gpu-check check-gpu-extra vllm-env test-vllm bench-vllm real-demo round0 real-model table-real table-objectives table-memorization fig-negatives fig-temperature fig-listsize fig-passn paper-mini notebooks bench
 
 install: $(STAMP)
 
@@ -50,6 +50,11 @@ $(VLLM_VENV)/.larpo-installed: pyproject.toml
 # The vLLM tests (tests/vllm) on vLLM's CPU engine, the embedded policy and the real SmolLM2; none may skip.
 test-vllm: vllm-env real-model
 	$(VLLM_PY) -m pytest -q -p no:cacheprovider tests/vllm --require-vllm $(ARGS)
+
+# A real chat model on a laptop (README): SmolLM2-135M-Instruct, English word problems, 3 LarPO rounds on
+# CPU, generation and evaluation on vLLM's CPU engine (ARGS=seed=1 for another seed).
+real-demo: vllm-env real-model
+	$(VLLM_PY) run.py experiment=smollm2_cpu $(ARGS)
 
 # HF generate vs vLLM's CPU engine: start-up, tokens/s, break-even (benchmarks/results/vllm_cpu.md)
 bench-vllm: vllm-env real-model
