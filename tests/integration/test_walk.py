@@ -23,6 +23,8 @@ def test_the_new_users_walk(tmp_path):
     # 1. a run
     first = run_py(tmp_path, *RUN)
     assert first.returncode == 0, first.stderr[-3000:]
+    # a quiet console in a redirected log: no progress-bar carriage returns, no third-party warnings
+    assert "\r" not in first.stdout + first.stderr and "Warning" not in first.stderr, first.stderr[-3000:]
     (run_dir,) = [p.parent for p in (tmp_path / "runs").rglob("manifest.json")]
     before = read_json(run_dir / "round_1" / "eval.json")
 
