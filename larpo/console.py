@@ -21,6 +21,8 @@ KNOWN_WARNINGS: tuple[tuple[type[Warning], str, str, str], ...] = (
      "the same pin: penalty= works until 1.10"),
     (FutureWarning, "The fitted attributes of LogisticRegressionCV will be simplified",
      "scikit-learn, from alpaca_eval's LC GLM", "alpaca_eval reads only the predictions, not the fitted attributes"),
+    (FutureWarning, "`is_gradient_checkpointing` is deprecated", "peft (get_peft_model reads the old name, model.lora)",
+     "the old name still answers until transformers 6; LarPO's own code reads is_activation_checkpointing"),
 )
 
 

@@ -7,6 +7,7 @@ All of it reads configs and tokenizers only: no weights are loaded.
 
 from __future__ import annotations
 
+import importlib.util
 import logging
 
 import torch
@@ -255,7 +256,13 @@ def alpaca_eval_problem() -> str | None:
 def alpaca_style_on(eval_cfg) -> bool:
     """``eval.alpaca_style``: true/false as set; null = when alpaca_eval can be imported."""
     if eval_cfg.alpaca_style is None:
-        return eval_cfg.held_out and alpaca_eval_problem() is None
+        if not eval_cfg.held_out:
+            return False
+        problem = alpaca_eval_problem()
+        if problem is not None:
+            logger.warning("eval.alpaca_style: alpaca_eval is installed but cannot be imported (%s); the "
+                           "AlpacaEval-style win rates are left out", problem)
+        return problem is None
     return bool(eval_cfg.alpaca_style)
 
 
@@ -284,16 +291,14 @@ def check_extras(cfg) -> None:
     wants = [what for what, on in (("eval.alpaca_style=true", e.held_out and e.alpaca_style is True),
                                    ("eval=[...,alpacaeval2]", bool(e.get("alpacaeval2"))),
                                    ("eval=[...,alpacaeval_dev]", bool(e.get("alpacaeval_dev")))) if on]
-    if not (wants or (e.held_out and e.alpaca_style is None)):
-        return
-    problem = alpaca_eval_problem()
-    if problem is None:
-        return
     if wants:
-        raise PipelineError(f"{' and '.join(wants)} need(s) alpaca_eval, which cannot be imported here ({problem}); "
-                            "install the eval extra: pip install -e '.[eval]'")
-    logger.info("alpaca_eval is not installed (the eval extra): the AlpacaEval-style win rates vs round 0 are "
-                "left out; pip install -e '.[eval]' adds them")
+        problem = alpaca_eval_problem()  # the import itself (a few seconds): what is asked for must work
+        if problem is not None:
+            raise PipelineError(f"{' and '.join(wants)} need(s) alpaca_eval, which cannot be imported here "
+                                f"({problem}); install the eval extra: pip install -e '.[eval]'")
+    elif e.held_out and e.alpaca_style is None and importlib.util.find_spec("alpaca_eval") is None:
+        logger.info("alpaca_eval is not installed (the eval extra): the AlpacaEval-style win rates vs round 0 are "
+                    "left out; pip install -e '.[eval]' adds them")
 
 
 def preflight(ctx: RunContext) -> None:

@@ -14,12 +14,16 @@ from tests.conftest import compose_config
 
 @pytest.fixture
 def no_alpaca_eval(monkeypatch):
+    import importlib.util
+
     from larpo.evals import alpacaeval
 
     def missing():
         raise ModuleNotFoundError("No module named 'alpaca_eval'")
 
+    find_spec = importlib.util.find_spec
     monkeypatch.setattr(alpacaeval, "_import_alpaca_eval", missing)
+    monkeypatch.setattr(importlib.util, "find_spec", lambda name, *a: None if name == "alpaca_eval" else find_spec(name, *a))
 
 
 def test_the_default_evaluation_runs_without_the_eval_extra(no_alpaca_eval, tmp_path, caplog):
