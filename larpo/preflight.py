@@ -258,6 +258,8 @@ def alpaca_style_on(eval_cfg) -> bool:
     if eval_cfg.alpaca_style is None:
         if not eval_cfg.held_out:
             return False
+        if importlib.util.find_spec("alpaca_eval") is None:
+            return False  # not installed: said once at start-up (check_extras)
         problem = alpaca_eval_problem()
         if problem is not None:
             logger.warning("eval.alpaca_style: alpaca_eval is installed but cannot be imported (%s); the "
