@@ -75,10 +75,10 @@ table-real: install  ## RUNS="dir1 dir2 ..." -> the paper's Table 2/3 layout (ta
 	$(PY) -m larpo.tables $(or $(OUT),tables/real) $(RUNS)
 
 # Studies in miniature (experiments/<study>/study.yaml): a multirun + results.md/.png with a verdict.
-# SCALE=real runs the real-scale commands of the same table (DRY=1 prints them).
-# JOBS=N: jobs at once (default: the cores, at most 4; one torch thread each).
+# SCALE=real runs the real-scale commands of the same table. DRY=1 prints the commands (miniature or
+# real) and launches nothing. JOBS=N: jobs at once (default: the cores, at most 4; one torch thread each).
 STUDY_JOBS = $(if $(JOBS),$(if $(filter real,$(SCALE)),,--jobs $(JOBS)))
-STUDY_CMD = $(if $(filter real,$(SCALE)),$(if $(DRY),real-dry,real),run)
+STUDY_CMD = $(if $(filter real,$(SCALE)),real,run)$(if $(DRY),-dry)
 table-objectives: install
 	$(PY) -m larpo.studies $(STUDY_CMD) objectives $(STUDY_JOBS)
 table-memorization: install

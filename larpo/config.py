@@ -245,16 +245,27 @@ class EvalConfig:
     pass_prompts: int = bounded(200, 0)
     pass_temperature: float = bounded(1.0, **POSITIVE)
     win_rate: bool = True  # round r vs round 0, the reward as judge (ties = 1/2)
-    # The same comparison through alpaca_eval's own metric code: raw and length-controlled (needs `.[eval]`).
-    alpaca_style: bool = False
+    # The same comparison through alpaca_eval's own metric code: raw and length-controlled. It needs the
+    # `eval` extra: true refuses to start without it; null = when alpaca_eval is installed (said at start-up).
+    alpaca_style: bool | None = False
     # Benchmarks (AlpacaEval 2, MixEval): greedy answers, at most this long (and within the model's positions).
     benchmark_max_new_tokens: int = bounded(2048, 1)
     benchmark_batch_size: int = bounded(16, 1)
     # Shortcut for the `judge=` group: `eval.judge=reward` is `judge=reward` (conf/judge/<name>.yaml).
     judge: str | None = None
     alpacaeval2: Any = None  # conf/eval/alpacaeval2.yaml: a node with _target_ (larpo.evals.alpacaeval.AlpacaEval2)
+    alpacaeval_dev: Any = None  # conf/eval/alpacaeval_dev.yaml: the same path on LarPO's development set, offline
     mixeval_hard: Any = None
     mixeval: Any = None
+
+
+@dataclass
+class PathsConfig:
+    """Where runs go (larpo/runs.py). Relative paths are taken from the directory ``python run.py`` runs in;
+    an absolute one (e.g. in conf/local/default.yaml) anchors every run wherever it is started."""
+
+    runs: str = "runs"  # python run.py ...: <runs>/<name>/<model>-<loss>-s<seed>-<hash>
+    multirun: str = "multirun"  # python run.py -m ...: <multirun>/<name>/<model>-<loss>-s<seed>-<hash>
 
 
 @dataclass
@@ -262,7 +273,9 @@ class Config:
     seed: int = bounded(0, 0)
     rounds: int = bounded(3, 0)
     name: str = "default"
-    run_dir: str = MISSING
+    # The run directory; None: named by the run's identity under paths.runs (larpo/runs.py).
+    run_dir: str | None = None
+    paths: PathsConfig = field(default_factory=PathsConfig)
     stage: Stage = Stage.all
     round: int | None = None  # with stage=<name>: the round to (re-)run
     resume: bool = True
@@ -287,7 +300,7 @@ class Config:
 
 # Keys that choose *what to do now* rather than *what the run is*: they may differ when a
 # run directory is resumed, and they do not name the run directory.
-VOLATILE_KEYS = ("stage", "round", "resume", "adopt", "run_dir", "logger", "device", "threads")
+VOLATILE_KEYS = ("stage", "round", "resume", "adopt", "run_dir", "paths", "logger", "device", "threads")
 # Nested keys that say how to run, not what the run computes: a resume may change them (e.g. a
 # smaller vLLM memory share after an out-of-memory error).
 RESOURCE_PREFIXES = ("sampling.vllm.",)
@@ -362,9 +375,25 @@ def _asset(name: str) -> str:
     return str(Path(__file__).resolve().parent / "assets" / name)
 
 
-def _repo(path: str) -> str:
-    """``${larpo.repo:models/smollm2-135m-instruct}``: a path under the checkout (where make real-model writes)."""
-    return str(CONF_DIR.parent / path)
+# Folders of conf/ that are not option groups of a run: per-user settings and their example, Hydra's own
+# settings, and accelerate's config files (train.accelerate_config).
+NOT_GROUPS = frozenset({"local", "local.example", "hydra", "accelerate"})
+
+
+def config_groups() -> str:
+    """``${larpo.config_groups:}`` (run.py --help): each option group of conf/ and its options, one a line."""
+    groups = sorted(p for p in CONF_DIR.iterdir() if p.is_dir() and p.name not in NOT_GROUPS)
+    width = max(len(g.name) for g in groups)
+    return "\n".join(f"  {g.name.ljust(width)}  {', '.join(sorted(f.stem for f in g.glob('*.yaml')))}" for g in groups)
+
+
+def _fetched(name: str) -> str:
+    """``${larpo.fetched:smollm2}``: the folder ``python -m larpo.fetch NAME`` (make real-model) installs into."""
+    from larpo.fetch import REGISTRY, default_dest
+
+    if name not in REGISTRY:
+        raise ValueError(f"larpo.fetched: no model {name!r} (known: {', '.join(sorted(REGISTRY))})")
+    return str(default_dest(REGISTRY[name]))
 
 
 def register_configs() -> None:
@@ -376,8 +405,10 @@ def register_configs() -> None:
         OmegaConf.register_new_resolver("larpo.first", _first)
     if not OmegaConf.has_resolver("larpo.asset"):
         OmegaConf.register_new_resolver("larpo.asset", _asset)
-    if not OmegaConf.has_resolver("larpo.repo"):
-        OmegaConf.register_new_resolver("larpo.repo", _repo)
+    if not OmegaConf.has_resolver("larpo.config_groups"):
+        OmegaConf.register_new_resolver("larpo.config_groups", config_groups)
+    if not OmegaConf.has_resolver("larpo.fetched"):
+        OmegaConf.register_new_resolver("larpo.fetched", _fetched)
 
 
 register_configs()

@@ -111,7 +111,7 @@ def against_baseline(rows: Sequence[dict], baseline: Sequence[dict], pair_scores
 
 def greedy_outputs(model, tokenizer, reward, task, examples: Sequence, cfg, max_new_tokens: int) -> list[dict]:
     """Greedy responses and rewards for the held-out prompts (eval_outputs.jsonl rows)."""
-    from tqdm.auto import tqdm
+    from larpo.console import progress as tqdm
 
     rows = []
     for i in tqdm(range(0, len(examples), cfg.batch_size), desc="eval greedy", leave=False):
@@ -154,7 +154,7 @@ def pass_at_n(model, tokenizer, task, examples: Sequence, cfg, max_new_tokens: i
 
     "Pass" is the task's ``is_correct``; call it only for tasks that have one.
     """
-    from tqdm.auto import tqdm
+    from larpo.console import progress as tqdm
 
     n = cfg.pass_at_max
     counts = []
@@ -172,6 +172,7 @@ def pass_at_n(model, tokenizer, task, examples: Sequence, cfg, max_new_tokens: i
 def held_out_metrics(ctx, r: int, model, tok) -> dict[str, Any]:
     """Greedy outputs on the task's held-out prompts (eval_outputs.jsonl) and their metrics."""
     from larpo.artifacts import write_jsonl
+    from larpo.preflight import alpaca_style_on
     from larpo.schemas import EVAL_OUTPUTS, read_table
 
     cfg, task, reward = ctx.cfg.eval, ctx.task, ctx.reward
@@ -184,12 +185,13 @@ def held_out_metrics(ctx, r: int, model, tok) -> dict[str, Any]:
     if cfg.pass_at_max > 0 and cfg.pass_prompts > 0 and hasattr(task, "is_correct"):
         metrics.update(pass_at_n(model, tok, task, examples[: cfg.pass_prompts], cfg, max_new,
                                  derive_seed(ctx.cfg.seed, r, "eval")))
-    if cfg.win_rate or cfg.alpaca_style:
+    alpaca_style = alpaca_style_on(cfg)
+    if cfg.win_rate or alpaca_style:
         base = read_table(ctx.rd.eval_outputs(0), EVAL_OUTPUTS).rows
         pairs = head_to_head(reward, {ex.prompt_id: ex.prompt for ex in examples}, rows, base) if relative else None
         if cfg.win_rate:
             metrics.update(against_baseline(rows, base, pairs))
-        if cfg.alpaca_style:
+        if alpaca_style:
             metrics.update(alpaca_style_win_rates(rows, base, pairs))
     return metrics
 
@@ -200,10 +202,8 @@ def alpaca_style_win_rates(rows: Sequence[dict], baseline: Sequence[dict], pair_
     The reward is the judge (as for ``win_rate``); LC removes the part of the win rate explained
     by answering longer or shorter than round 0 (see ``larpo.evals.alpacaeval.win_rates_vs_baseline``).
     """
-    try:
-        from larpo.evals.alpacaeval import win_rates_vs_baseline
-    except ImportError as e:  # pragma: no cover - the eval extra is part of the default install
-        raise ImportError(f"eval.alpaca_style=true needs alpaca_eval: pip install -e '.[eval]' ({e})") from e
+    from larpo.evals.alpacaeval import win_rates_vs_baseline  # alpaca_eval itself: checked at start-up (check_extras)
+
     ours, theirs = pair_scores or ({r["prompt_id"]: r["reward"] for r in rows},
                                    {r["prompt_id"]: r["reward"] for r in baseline})
 

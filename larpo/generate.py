@@ -125,7 +125,7 @@ def generate_candidates(
     out exactly as an uninterrupted run would make them. ``task`` is needed by the ladder
     (``sampling.negatives=hard|hardest`` uses its ``is_correct``).
     """
-    from tqdm.auto import tqdm
+    from larpo.console import progress as tqdm
 
     check_sampling(sampling, task)
     if _length_batching(sampling):
@@ -164,7 +164,7 @@ def _generate_by_length(model, tokenizer, examples: Sequence, sampling, seed: in
     are journaled (a batch is a function of its seeds and members only, so a redone batch
     gives the rows it would have given).
     """
-    from tqdm.auto import tqdm
+    from larpo.console import progress as tqdm
 
     plan = SamplingPlan.of(sampling)
     if plan.negatives in ("easiest", "easy"):

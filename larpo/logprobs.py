@@ -335,6 +335,13 @@ def _packed(lists: Sequence[EncodedList], pad_id: int, run: _Runner):
 _NOTED: set[str] = set()
 
 
+def _checkpointing(model) -> bool:
+    """Whether activation (gradient) checkpointing is on; transformers 5.25 renamed ``is_gradient_checkpointing``
+    (now a FutureWarning on every read) to ``is_activation_checkpointing``."""
+    value = getattr(model, "is_activation_checkpointing", None)  # a PEFT wrapper forwards it to its base model
+    return bool(getattr(model, "is_gradient_checkpointing", False) if value is None else value)
+
+
 def _note_once(message: str) -> None:
     if message not in _NOTED:
         _NOTED.add(message)
@@ -365,7 +372,7 @@ def sequence_logps(model, lists: Sequence[EncodedList], pad_id: int, forward: st
         raise ValueError(f"train.forward={forward!r} is not one of {FORWARDS}")
     if chunk is not None and chunk < 1:
         raise ValueError(f"train.logprob_chunk={chunk} must be >= 1 or null (the full-logits path)")
-    if forward == "shared_prompt" and model.training and getattr(model, "is_gradient_checkpointing", False):
+    if forward == "shared_prompt" and model.training and _checkpointing(model):
         # Gradient checkpointing turns the KV cache off in training, and shared_prompt lives on it;
         # packed shares the prompt the same way without a cache (same values, see the tests).
         _note_once("train.forward=shared_prompt needs the KV cache, which gradient checkpointing turns off; "
@@ -396,7 +403,7 @@ def to_padded(flat: torch.Tensor, sizes: Sequence[int]) -> tuple[torch.Tensor, t
 def list_logps(model, tokenizer, rows: Sequence[dict], max_tokens: int, progress: bool = False,
                forward: str = "padded", chunk: int | None = 512) -> list[list[float]]:
     """Per-candidate response log-probs of every row (no grad), in the rows' order (``sequence_logps``'s switches)."""
-    from tqdm.auto import tqdm
+    from larpo.console import progress as tqdm
 
     lists = encode_lists(tokenizer, rows)
     result: list[list[float]] = [[] for _ in rows]

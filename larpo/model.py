@@ -191,15 +191,25 @@ def save_checkpoint(model, tokenizer, path: str | Path, optimizer_state: dict | 
     tmp.rename(path)
 
 
-def render_prompt(tokenizer, prompt: str) -> str:
-    """The prompt as the model sees it: its own chat template with the generation prompt."""
-    return tokenizer.apply_chat_template(
-        [{"role": "user", "content": prompt}], add_generation_prompt=True, tokenize=False
-    )
+class SystemMessageError(ValueError):
+    """The model's chat template refuses a system message (e.g. Gemma's)."""
 
 
-def prompt_ids(tokenizer, prompts: list[str]) -> list[list[int]]:
-    rendered = [render_prompt(tokenizer, p) for p in prompts]
+def render_prompt(tokenizer, prompt: str, system: str | None = None) -> str:
+    """The prompt as the model sees it: its own chat template with the generation prompt (and a system
+    message first, when one is given: a benchmark's harness may send one, as MixEval's does)."""
+    messages = [{"role": "user", "content": prompt}]
+    if system is None:
+        return tokenizer.apply_chat_template(messages, add_generation_prompt=True, tokenize=False)
+    try:
+        return tokenizer.apply_chat_template([{"role": "system", "content": system}, *messages],
+                                             add_generation_prompt=True, tokenize=False)
+    except Exception as e:  # noqa: BLE001  (jinja2's TemplateError, raised by the template's own code)
+        raise SystemMessageError(f"the model's chat template refuses a system message ({e})") from None
+
+
+def prompt_ids(tokenizer, prompts: list[str], system: str | None = None) -> list[list[int]]:
+    rendered = [render_prompt(tokenizer, p, system) for p in prompts]
     return tokenizer(rendered, add_special_tokens=False)["input_ids"]
 
 

@@ -12,7 +12,6 @@ import errno
 import functools
 import logging
 import platform
-import re
 import subprocess
 import time
 from importlib import metadata
@@ -28,6 +27,8 @@ from larpo.artifacts import RunDir, RunLock, read_json, write_json
 from larpo.config import ADDED_KEYS, RESOURCE_PREFIXES, VOLATILE_KEYS, ConfigError, Stage, validate_options
 from larpo.generation.plan import candidates_per_prompt, check_sampling
 from larpo.model import resolve_device, resolve_dtype
+from larpo.runs import command_record, resolve_run_dir, run_log, write_hydra_record
+from larpo.runs import portable as _portable
 from larpo.stages import ROUND_STAGES, ROUND_ZERO, STAGE_FUNCS, PipelineError, RunContext, summarize
 
 logger = logging.getLogger(__name__)
@@ -71,18 +72,6 @@ def run_config(cfg: DictConfig) -> dict:
 def _has_artifacts(rd: RunDir) -> bool:
     """Outputs of an earlier run (Hydra's own .hydra/ and log files do not count)."""
     return rd.summary.exists() or any(rd.root.glob("round_*"))
-
-
-_ASSET = re.compile(r"^.*[/\\]larpo[/\\]assets[/\\]([^/\\]+)[/\\]?$")
-
-
-def _portable(value: Any) -> Any:
-    """A path into a LarPO checkout's shipped assets, as ``<larpo asset NAME>`` (checkout-independent)."""
-    if isinstance(value, str):
-        match = _ASSET.match(value)
-        if match:
-            return f"<larpo asset {match.group(1)}>"
-    return value
 
 
 _NO_DEFAULT = object()
@@ -149,7 +138,7 @@ def check_run_dir(rd: RunDir, cfg: DictConfig) -> bool:
         free = RESOURCE_PREFIXES + (("eval.", "judge.") if cfg.stage == "evaluate" else ())
         # Options added to LarPO since the run was made are compatible at their defaults (by
         # convention a new option's default keeps the old behaviour): an upgrade must not strand a run.
-        added = sorted(k for k in set(b) - set(a) if _is_default(k, b[k], new))
+        added = sorted(k for k in set(b) - set(a) if not k.startswith(free) and _is_default(k, b[k], new))
         if added:
             logger.warning("%s predates option(s) %s; resuming with their defaults", rd.manifest, ", ".join(added))
         # The shipped assets (the embedded round 0, its tokenizer) are recorded as absolute paths;
@@ -159,9 +148,11 @@ def check_run_dir(rd: RunDir, cfg: DictConfig) -> bool:
                       if a.get(k) != b.get(k) and k != "rounds" and not k.startswith(free) and k not in added)
         if diff:
             shown = ", ".join(f"{k}: {a.get(k)!r} -> {b.get(k)!r}" for k in diff[:10])
+            hint = ("; evaluation settings may change only in a re-evaluation: stage=evaluate round=<r> eval=[...]"
+                    if all(k.startswith(("eval.", "judge.")) or k in ("eval", "judge") for k in diff) else "")
             raise PipelineError(
                 f"{rd.root} was made with a different config ({len(diff)} key(s) differ: {shown}); "
-                "use another run_dir= or restore the original settings"
+                f"use another run_dir= or restore the original settings{hint}"
             )
         return False
     if _has_artifacts(rd) and not cfg.adopt:
@@ -174,7 +165,8 @@ def check_run_dir(rd: RunDir, cfg: DictConfig) -> bool:
 
 def write_manifest(rd: RunDir, cfg: DictConfig) -> None:
     write_json(rd.manifest, {"config": run_config(cfg), "git_sha": _git_sha(), "versions": _versions(),
-                             "seed": cfg.seed, "created": time.strftime("%Y-%m-%dT%H:%M:%S%z")})
+                             "seed": cfg.seed, "created": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
+                             "command": command_record(cfg)})
 
 
 def make(node: DictConfig, group: str, **kwargs):
@@ -289,13 +281,17 @@ def run(cfg: DictConfig) -> dict:
     """
     from transformers.utils import logging as hf_logging
 
+    from larpo.console import quiet_known_warnings
     from larpo.loggers import logging_run, sweep_identity
-    from larpo.preflight import preflight
+    from larpo.preflight import check_extras, preflight
     from larpo.report import write_report
 
     hf_logging.disable_progress_bar()  # per-shard bars on every checkpoint load drown the stage log
+    quiet_known_warnings()
     validate_options(cfg)
-    resolve_backend(cfg)
+    resolve_backend(cfg)  # before the run's name: hf and vllm draw different samples
+    check_extras(cfg)
+    cfg.run_dir = str(resolve_run_dir(cfg))  # named by the run's identity unless run_dir= is given (larpo/runs.py)
     if cfg.threads:
         torch.set_num_threads(cfg.threads)
     rd = RunDir(cfg.run_dir)
@@ -303,9 +299,11 @@ def run(cfg: DictConfig) -> dict:
     ctx = build_context(cfg, metrics)
     preflight(ctx)
     check_run_dir(rd, cfg)
-    with RunLock(rd.root):
+    # Nothing is written before this point: a refused command leaves no directory and changes no file.
+    with RunLock(rd.root), run_log(rd.root):
         if check_run_dir(rd, cfg):  # again under the lock: another process may have started it meanwhile
             write_manifest(rd, cfg)
+        write_hydra_record(rd.root, cfg)
         logger.info("run directory: %s", rd.root.resolve())
         resolved = OmegaConf.to_container(cfg, resolve=True, enum_to_str=True)
         run_name, group = sweep_identity(cfg.name)

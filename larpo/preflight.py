@@ -7,6 +7,7 @@ All of it reads configs and tokenizers only: no weights are loaded.
 
 from __future__ import annotations
 
+import importlib.util
 import logging
 
 import torch
@@ -239,6 +240,67 @@ def plan(ctx: RunContext, n_params: int, longest_prompt: int, platform: str | No
         f"disk: ~{ckpt_gb:.2f} GB per round's checkpoint ({cfg.rounds + 1} checkpoints)",
     ]
     return "\n  ".join(["plan:", *lines])
+
+
+def alpaca_eval_problem() -> str | None:
+    """Why alpaca_eval cannot be used here (not installed, or its import fails), or None."""
+    from larpo.evals.alpacaeval import _import_alpaca_eval
+
+    try:
+        _import_alpaca_eval()
+    except ImportError as e:  # ModuleNotFoundError too: alpaca_eval itself, or what it imports (pkg_resources)
+        return f"{type(e).__name__}: {e}"
+    return None
+
+
+def alpaca_style_on(eval_cfg) -> bool:
+    """``eval.alpaca_style``: true/false as set; null = when alpaca_eval can be imported."""
+    if eval_cfg.alpaca_style is None:
+        if not eval_cfg.held_out:
+            return False
+        if importlib.util.find_spec("alpaca_eval") is None:
+            return False  # not installed: said once at start-up (check_extras)
+        problem = alpaca_eval_problem()
+        if problem is not None:
+            logger.warning("eval.alpaca_style: alpaca_eval is installed but cannot be imported (%s); the "
+                           "AlpacaEval-style win rates are left out", problem)
+        return problem is None
+    return bool(eval_cfg.alpaca_style)
+
+
+def check_judge_folder(cfg) -> None:
+    """A benchmark's judge that runs a local model folder (judge.pretrained) needs that folder now, not after
+    the answers are generated; the fetched real weights name the command that fetches them."""
+    from larpo.evals.bench import BENCHMARKS
+    from larpo.fetch import REGISTRY, default_dest
+
+    judge = cfg.get("judge")
+    if judge is None or not any(cfg.eval.get(n) for n in BENCHMARKS) or not judge.get("pretrained"):
+        return
+    try:
+        check_local(judge.pretrained, "judge.pretrained")
+    except Exception as e:  # noqa: BLE001  (CheckpointError: the message names the path)
+        fetch = [name for name, spec in REGISTRY.items() if str(default_dest(spec)) == str(judge.pretrained)]
+        hint = f"; fetch it with `make real-model` (python -m larpo.fetch {fetch[0]})" if fetch else ""
+        raise PipelineError(f"{e}{hint}") from None
+
+
+def check_extras(cfg) -> None:
+    """A feature whose optional extra is missing is refused at start-up, naming the extra to install (and a
+    benchmark judge's local model folder is checked: :func:`check_judge_folder`)."""
+    check_judge_folder(cfg)
+    e = cfg.eval
+    wants = [what for what, on in (("eval.alpaca_style=true", e.held_out and e.alpaca_style is True),
+                                   ("eval=[...,alpacaeval2]", bool(e.get("alpacaeval2"))),
+                                   ("eval=[...,alpacaeval_dev]", bool(e.get("alpacaeval_dev")))) if on]
+    if wants:
+        problem = alpaca_eval_problem()  # the import itself (a few seconds): what is asked for must work
+        if problem is not None:
+            raise PipelineError(f"{' and '.join(wants)} need(s) alpaca_eval, which cannot be imported here "
+                                f"({problem}); install the eval extra: pip install -e '.[eval]'")
+    elif e.held_out and e.alpaca_style is None and importlib.util.find_spec("alpaca_eval") is None:
+        logger.info("alpaca_eval is not installed (the eval extra): the AlpacaEval-style win rates vs round 0 are "
+                    "left out; pip install -e '.[eval]' adds them")
 
 
 def preflight(ctx: RunContext) -> None:

@@ -73,6 +73,7 @@ OPTIONAL_COLUMNS = (
     ("AE-style LC vs r0 %", "ae_lc_win_rate", ".1f"),
     ("AE2 LC %", "alpacaeval2/lc_win_rate", ".1f"),
     ("AE2 WR %", "alpacaeval2/win_rate", ".1f"),
+    ("AE dev WR % (not comparable)", "alpacaeval_dev/win_rate", ".1f"),
     ("MixEval-Hard", "mixeval_hard/score", ".3f"),
     ("MixEval", "mixeval/score", ".3f"),
 )

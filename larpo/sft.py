@@ -34,7 +34,7 @@ def sft(model, tokenizer, examples: Sequence, cfg, seed: int, log: Callable[[dic
 
     Returns a summary and the optimizer's final state.
     """
-    from tqdm.auto import tqdm
+    from larpo.console import progress as tqdm
 
     data = encode_examples(tokenizer, examples)
     opt, sched = make_optimizer(model, cfg.lr, cfg.weight_decay, cfg.warmup_steps, cfg.steps)

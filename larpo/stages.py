@@ -214,8 +214,12 @@ def _evaluate(ctx: RunContext, r: int, model, tok) -> None:
         write_jsonl(ctx.rd.round_dir(r) / f"eval_{name}.jsonl", rows)
         ctx.metrics.log_table(f"eval/{name}/outputs_round{r}", rows)
 
+    def write_file(name: str, key: str, data: Any) -> None:  # e.g. round_2/alpacaeval2/model_outputs.json
+        write_json(ctx.rd.round_dir(r) / name / f"{key}.json", data)
+
+    # The generator names the run (its directory) and the round: alpaca_eval's leaderboard row.
     metrics.update(run_benchmarks(ctx.cfg.eval, ctx.cfg.judge, ctx.reward, model, tok,
-                                  f"{ctx.cfg.name}_round{r}", write_rows))
+                                  f"{ctx.rd.root.name}_round{r}", write_rows, write_file))
     write_json(ctx.rd.eval(r), metrics)
     ctx.log({**{f"eval/{k}": v for k, v in metrics.items() if isinstance(v, (int, float))}, "round": r})
 

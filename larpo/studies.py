@@ -28,6 +28,7 @@ from __future__ import annotations
 import json
 import math
 import os
+import shlex
 import subprocess
 import sys
 import time
@@ -93,8 +94,12 @@ def label(value: Any, choice: str | None = None) -> str:
     return json.dumps(value) if isinstance(value, (list, dict)) else str(value)
 
 
-def override_choice(run_dir: Path, root: Path, factor: str) -> str | None:
-    """``dpo`` from a job directory named by its overrides (``loss=dpo,seed=0``), if it names ``factor``."""
+def override_choice(run_dir: Path, root: Path, factor: str, manifest: dict | None = None) -> str | None:
+    """The option chosen for group ``factor`` (``dpo``): from the run's manifest (``command.choices``), or, for a
+    directory of the earlier naming, from its name (``loss=dpo,seed=0``)."""
+    chosen = ((manifest or {}).get("command") or {}).get("choices") or {}
+    if factor in chosen:
+        return chosen[factor]
     for part in run_dir.relative_to(root).parts:
         for item in part.split(","):
             key, sep, value = item.partition("=")
@@ -118,14 +123,15 @@ def collect_series(root: Path, factor: str, metric: str, kind: str = "rounds"
     """{factor value: {seed: [(x, y), ...]}}: each finished run's curve (see :func:`_series`)."""
     out: dict[str, dict[int, list[tuple[float, float]]]] = defaultdict(dict)
     for manifest in sorted(root.rglob("manifest.json")):
-        config = json.loads(manifest.read_text())["config"]
+        record = json.loads(manifest.read_text())
+        config = record["config"]
         summary_path = manifest.parent / "summary.json"
         if not summary_path.exists():
             continue
         rounds = sorted(json.loads(summary_path.read_text())["rounds"], key=lambda r: r["round"])
         if not rounds or metric not in rounds[-1]["eval"]:
             continue
-        value = label(_get(config, factor), override_choice(manifest.parent, root, factor))
+        value = label(_get(config, factor), override_choice(manifest.parent, root, factor, record))
         out[value][int(config["seed"])] = [(float(x), y) for x, y in _series(rounds, kind, metric)]
     return dict(out)
 
@@ -298,24 +304,36 @@ def aggregate(study: dict, root: Path | None = None, out_dir: Path | None = None
     return text
 
 
-def main(argv: list[str]) -> None:
-    """``run|aggregate|real STUDY [overrides]``; ``real`` prints the real-scale commands (``DRY``) or runs them."""
-    if len(argv) < 2 or argv[0] not in ("run", "aggregate", "real", "real-dry"):
-        raise SystemExit("usage: python -m larpo.studies run|aggregate|real|real-dry STUDY [extra overrides ...]")
-    study = load_study(argv[1])
-    if argv[0].startswith("real"):
-        for command in study.get("real", []):
-            sys.stdout.write(command + "\n")
-            if argv[0] == "real":
-                subprocess.run(command.split(), cwd=REPO, check=True)
-        return
-    extra, jobs = list(argv[2:]), None
+def _jobs_option(extra: list[str]) -> tuple[list[str], int | None]:
+    """``--jobs N`` taken out of the extra overrides."""
+    jobs = None
     if "--jobs" in extra:
         at = extra.index("--jobs")
         if at + 1 >= len(extra) or not extra[at + 1].isdigit() or int(extra[at + 1]) < 1:
             raise SystemExit("--jobs takes a positive integer")
         jobs = int(extra.pop(at + 1))
         extra.pop(at)
+    return extra, jobs
+
+
+def main(argv: list[str]) -> None:
+    """``run|aggregate|real STUDY [overrides]``; ``real`` runs the real-scale commands; ``run-dry`` and
+    ``real-dry`` (``make ... DRY=1``) print what ``run`` / ``real`` would launch and launch nothing."""
+    if len(argv) < 2 or argv[0] not in ("run", "run-dry", "aggregate", "real", "real-dry"):
+        raise SystemExit("usage: python -m larpo.studies run|run-dry|aggregate|real|real-dry STUDY [extra overrides ...]")
+    study = load_study(argv[1])
+    if argv[0] == "run-dry":
+        extra, jobs = _jobs_option(list(argv[2:]))
+        for cmd in sweep_commands(study, extra, jobs or default_jobs()):
+            sys.stdout.write(" ".join(shlex.quote(c) for c in cmd) + "\n")
+        return
+    if argv[0].startswith("real"):
+        for command in study.get("real", []):
+            sys.stdout.write(command + "\n")
+            if argv[0] == "real":
+                subprocess.run(command.split(), cwd=REPO, check=True)
+        return
+    extra, jobs = _jobs_option(list(argv[2:]))
     note = None
     if argv[0] == "run":
         jobs = jobs or default_jobs()

@@ -119,9 +119,8 @@ def train_on_lists(
     (``lists_per_step`` is the global batch whatever the world size). Returns a summary and
     the optimizer's final state.
     """
-    from tqdm.auto import tqdm
-
     from larpo.config import TrainConfig
+    from larpo.console import progress as tqdm
     from larpo.runners import LocalRunner
 
     runner = runner or LocalRunner()

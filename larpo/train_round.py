@@ -34,12 +34,17 @@ STEPS_FILE = "train_steps.jsonl"
 
 def _set_checkpointing(model, on: bool) -> None:
     """Gradient checkpointing for training; the saved config is for generation, so the cache comes back on."""
+    # transformers 5.25 renamed gradient_checkpointing_* to activation_checkpointing_* (the old names warn).
+    new = hasattr(model, "activation_checkpointing_enable")
     if on:
         # Non-reentrant: works with frozen inputs (LoRA) and with DDP's gradient hooks.
-        model.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
+        if new:
+            model.activation_checkpointing_enable(activation_checkpointing_kwargs={"use_reentrant": False})
+        else:
+            model.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
         model.config.use_cache = False  # the cache is useless in training and conflicts with checkpointing
     else:
-        model.gradient_checkpointing_disable()
+        (model.activation_checkpointing_disable if new else model.gradient_checkpointing_disable)()
         model.config.use_cache = True
 
 

@@ -3,7 +3,7 @@
     python notebooks/make_studies.py        # or: make notebooks
 
 The notebook only reads artifacts: experiments/<study>/results.json (what `python -m larpo.studies`
-writes) and, when present, the sweeps' run directories under multirun/ and runs/default; the drawing
+writes) and, when present, the sweeps' run directories under multirun/ and the default run under runs/default; the drawing
 code lives in larpo.studies and larpo.report (DESIGN §5).
 """
 
@@ -54,7 +54,8 @@ for name in [s for s in PAPER if s in done]:
 
 When the sweeps' run directories are here (`multirun/study_<name>/`), the same numbers can be re-read from
 them: `python -m larpo.studies aggregate <name>` rewrites `results.json`; below, the per-round table of one
-run of each study, and the default run's summary (`python run.py` writes `runs/default`)."""),
+run of each study, and the default run's summary (`python run.py` writes `runs/default/embedded-listwise-s0-<hash>`;
+`python -m larpo.runs` lists every run)."""),
     ("code", """from larpo.report import format_table, load_summary
 
 for name in done:
@@ -66,9 +67,9 @@ for name in done:
     else:
         print(f'{name}: no run directories here (results.json only)')
 
-default = Path('..') / 'runs' / 'default'
-if (default / 'summary.json').exists():
-    print(format_table(load_summary(default)))"""),
+default = sorted((Path('..') / 'runs' / 'default').glob('embedded-listwise-s0-*/summary.json'))
+if default:
+    print(format_table(load_summary(default[-1].parent)))"""),
 ]
 
 

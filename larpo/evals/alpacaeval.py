@@ -181,13 +181,13 @@ def _check_renderable(instructions: Sequence[str], outputs: Sequence[str]) -> No
 def evaluate_outputs(instructions: Sequence[str], outputs: Sequence[str], reference: Sequence[dict], judge: Any,
                      generator_name: str, annotator: str | Path | None = None,
                      df_gamed_path: str | Path | None = None, instruction_difficulty_path: str | Path | None = None,
-                     workdir: str | Path | None = None, seed: int = 0) -> dict[str, Any]:
+                     workdir: str | Path | None = None, seed: int = 0, offline: bool = False) -> dict[str, Any]:
     """Judge ``outputs`` against the reference with alpaca_eval; win rates in percent.
 
     Returns lc_win_rate, lc_win_rate_se (alpaca_eval's ``lc_standard_error``: the SEM of the
     per-instruction GLM predictions), win_rate, win_rate_se, avg_length (characters, alpaca_eval's
-    definition), n, n_wins, n_draws, judge, annotator, lc_absent_reason (None when LC was computed)
-    and ``annotations`` (one dict per instruction, for a W&B table).
+    definition), n, n_wins, n_draws, judge, annotator, lc_absent_reason (None when LC was computed),
+    ``annotations`` (one dict per instruction, for a W&B table) and ``model_outputs`` (:func:`model_outputs`).
     """
     if len(instructions) != len(outputs):
         raise ValueError(f"{len(instructions)} instructions but {len(outputs)} outputs")
@@ -201,13 +201,15 @@ def evaluate_outputs(instructions: Sequence[str], outputs: Sequence[str], refere
 
     n_lc, lc_error, df_gamed = None, None, None
     try:
+        if offline and df_gamed_path is None:  # a set of its own (e.g. the development set): no hub, no LC data
+            raise FileNotFoundError("df_gamed_path is not set for this instruction set")
         df_gamed = fetch_file(df_gamed_path, "df_gamed.csv", "df_gamed_path")
         n_lc = lc_difficulty_count(df_gamed)
     except FileNotFoundError as err:
         lc_error = f"LC weights unavailable: {err}"
     lc_reason = _lc_absent_reason(instructions, reference, n_lc, lc_error)
     ref_rows = [dict(by_instruction[i]) for i in instructions]
-    model_rows = [{"instruction": i, "output": o, "generator": generator_name} for i, o in zip(instructions, outputs)]
+    model_rows = model_outputs(instructions, outputs, reference, generator_name)
     fn_metric, glm = metrics.get_winrate, {}
     if lc_reason is None:
         def fn_metric(annotations):  # noqa: E306  (alpaca_eval calls fn_metric(annotations))
@@ -234,7 +236,17 @@ def evaluate_outputs(instructions: Sequence[str], outputs: Sequence[str], refere
             "win_rate": float(row["win_rate"]), "win_rate_se": float(row["standard_error"]),
             "avg_length": int(row["avg_length"]), "n": int(row["n_total"]), "n_wins": int(row["n_wins"]),
             "n_draws": int(row["n_draws"]), "judge": judge.name, "annotator": Path(config).parent.name,
-            "lc_absent_reason": lc_reason, "annotations": _annotation_rows(annotations, glm)}
+            "lc_absent_reason": lc_reason, "annotations": _annotation_rows(annotations, glm),
+            "model_outputs": model_rows}
+
+
+def model_outputs(instructions: Sequence[str], outputs: Sequence[str], reference: Sequence[dict],
+                  generator_name: str) -> list[dict]:
+    """The policy's answers in alpaca_eval's ``model_outputs.json`` format (``alpaca_eval evaluate
+    --model_outputs FILE`` reads it): instruction, output, generator, and the reference's dataset."""
+    dataset = {r["instruction"]: r.get("dataset") for r in reference}
+    return [{"instruction": i, "output": o, "generator": generator_name,
+             **({"dataset": dataset[i]} if dataset.get(i) is not None else {})} for i, o in zip(instructions, outputs)]
 
 
 def _annotation_rows(annotations: Any, extra: dict[str, list]) -> list[dict]:
@@ -260,10 +272,11 @@ class AlpacaEval2:
 
     def __init__(self, judge: Any, annotator: str | None = None, reference_path: str | None = None,
                  df_gamed_path: str | None = None, instruction_difficulty_path: str | None = None,
-                 max_instances: int | None = None, seed: int = 0) -> None:
+                 max_instances: int | None = None, seed: int = 0, offline: bool = False,
+                 note: str | None = None) -> None:
         self.judge, self.annotator, self.reference_path = judge, annotator, reference_path
         self.df_gamed_path, self.instruction_difficulty_path = df_gamed_path, instruction_difficulty_path
-        self.max_instances, self.seed = max_instances, seed
+        self.max_instances, self.seed, self.offline, self.note = max_instances, seed, offline, note
 
     def __call__(self, generate_fn: Callable[[list[str]], list[str]], generator_name: str,
                  workdir: str | Path | None = None) -> dict[str, Any]:
@@ -272,10 +285,11 @@ class AlpacaEval2:
             resolve_annotator(self.annotator or self.judge.default_annotator, tmp)  # fail before generating
         instructions = [r["instruction"] for r in reference][: self.max_instances]
         outputs = list(generate_fn(instructions))
-        return evaluate_outputs(instructions, outputs, reference, self.judge, generator_name,
-                                annotator=self.annotator, df_gamed_path=self.df_gamed_path,
-                                instruction_difficulty_path=self.instruction_difficulty_path, workdir=workdir,
-                                seed=self.seed)
+        out = evaluate_outputs(instructions, outputs, reference, self.judge, generator_name,
+                               annotator=self.annotator, df_gamed_path=self.df_gamed_path,
+                               instruction_difficulty_path=self.instruction_difficulty_path, workdir=workdir,
+                               seed=self.seed, offline=self.offline)
+        return out | ({"note": self.note} if self.note else {})
 
 
 # --- the embedded task: a round vs round 0, AlpacaEval-style --------------------------------------

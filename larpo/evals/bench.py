@@ -17,29 +17,31 @@ from hydra.utils import instantiate
 
 logger = logging.getLogger(__name__)
 
-BENCHMARKS = ("alpacaeval2", "mixeval_hard", "mixeval")
+BENCHMARKS = ("alpacaeval2", "alpacaeval_dev", "mixeval_hard", "mixeval")
+ALPACA_BENCHMARKS = ("alpacaeval2", "alpacaeval_dev")  # judged pairwise through alpaca_eval
 _ROW_KEYS = ("annotations", "records")  # per-example outputs of alpaca_eval / MixEval
+_FILES = ("model_outputs",)  # files for the official tools (alpaca_eval's model_outputs.json)
 
 
-def greedy_generate_fn(model, tokenizer, max_new_tokens: int, batch_size: int) -> Callable[[list[str]], list[str]]:
-    """``prompts -> answers``, greedy, batched; prompts cut from the left to fit the model's positions."""
-    from tqdm.auto import tqdm
-
+def greedy_generate_fn(model, tokenizer, max_new_tokens: int, batch_size: int) -> Callable[..., list[str]]:
+    """``(prompts, system=None) -> answers``, greedy, batched; prompts cut from the left to fit the model's
+    positions; ``system``: a system message before each prompt (MixEval's harness sends one)."""
+    from larpo.console import progress as tqdm
     from larpo.generate import sample
     from larpo.model import prompt_ids
 
     limit = getattr(model.config, "max_position_embeddings", None) or 10**9
     max_new = min(max_new_tokens, limit // 2)
 
-    def generate(prompts: list[str]) -> list[str]:
-        too_long = sum(len(ids) + max_new > limit for ids in prompt_ids(tokenizer, prompts))
+    def generate(prompts: list[str], system: str | None = None) -> list[str]:
+        too_long = sum(len(ids) + max_new > limit for ids in prompt_ids(tokenizer, prompts, system))
         if too_long:
             logger.warning("%d of %d benchmark prompts exceed %d positions with %d new tokens: their start is cut",
                            too_long, len(prompts), limit, max_new)
         out: list[str] = []
         for i in tqdm(range(0, len(prompts), batch_size), desc="benchmark answers", leave=False):
             responses, _ = sample(model, tokenizer, prompts[i : i + batch_size], n=1, temperature=0.0,
-                                  max_new_tokens=max_new, max_prompt_tokens=limit - max_new)
+                                  max_new_tokens=max_new, max_prompt_tokens=limit - max_new, system=system)
             out.extend(r[0] for r in responses)
         return out
 
@@ -68,7 +70,7 @@ def flatten(name: str, result: dict) -> dict[str, Any]:
     """``{name/key: value}`` for the scalars (and the judge/parser names) of a benchmark's result."""
     out: dict[str, Any] = {}
     for key, value in result.items():
-        if key in _ROW_KEYS:
+        if key in _ROW_KEYS or key in _FILES:
             continue
         if isinstance(value, dict):
             out.update({f"{name}/{key}/{k}": v for k, v in value.items() if isinstance(v, (int, float, str))})
@@ -78,8 +80,11 @@ def flatten(name: str, result: dict) -> dict[str, Any]:
 
 
 def run_benchmarks(eval_cfg: Any, judge_cfg: Any, reward: Any, model, tokenizer, generator_name: str,
-                   write_rows: Callable[[str, list[dict]], None]) -> dict[str, Any]:
-    """Run every benchmark configured in ``eval_cfg``; returns their flattened numbers."""
+                   write_rows: Callable[[str, list[dict]], None],
+                   write_file: Callable[[str, str, Any], None] | None = None) -> dict[str, Any]:
+    """Run every benchmark configured in ``eval_cfg``; returns their flattened numbers. ``write_rows(name,
+    rows)`` keeps the per-example rows; ``write_file(name, key, data)`` the files for the official tools
+    (``model_outputs``: alpaca_eval's model_outputs.json)."""
     chosen = [name for name in BENCHMARKS if eval_cfg.get(name)]
     if not chosen:
         return {}
@@ -88,12 +93,15 @@ def run_benchmarks(eval_cfg: Any, judge_cfg: Any, reward: Any, model, tokenizer,
     metrics: dict[str, Any] = {}
     for name in chosen:
         node = eval_cfg[name]
-        needs_judge = name == "alpacaeval2" or node.get("parser") == "model"
+        needs_judge = name in ALPACA_BENCHMARKS or node.get("parser") == "model"
         if needs_judge and judge is None:
             judge = build_judge(judge_cfg, reward)
         logger.info("benchmark %s (judge: %s)", name, getattr(judge, "name", None) if needs_judge else "none")
         result = instantiate(node, judge=judge if needs_judge else None)(generate, generator_name)
         rows = next((result[k] for k in _ROW_KEYS if result.get(k) is not None), [])
         write_rows(name, _clean(list(rows)))
+        for key in _FILES:
+            if result.get(key) is not None and write_file is not None:
+                write_file(name, key, _clean(result[key]))
         metrics.update(flatten(name, result))
     return metrics

@@ -106,7 +106,7 @@ class OpenAICompatibleJudge:
     def __init__(self, model: str, base_url: str | None = None, api_key_env: str = "OPENAI_API_KEY",
                  temperature: float = 0.0, max_tokens: int = 1024, timeout: float = 60.0, max_retries: int = 6,
                  backoff: float = 1.0, max_backoff: float = 60.0, concurrency: int = 4,
-                 price_per_token: float | None = None) -> None:
+                 price_per_token: float | None = None, annotator: str | None = None) -> None:
         if base_url is None and not os.environ.get(api_key_env):
             # Fail at construction: before any generation work is spent on answers nobody can judge.
             raise MissingAPIKeyError(
@@ -117,6 +117,9 @@ class OpenAICompatibleJudge:
         self.temperature, self.max_tokens, self.timeout = temperature, max_tokens, timeout
         self.max_retries, self.backoff, self.max_backoff = max_retries, backoff, max_backoff
         self.concurrency, self.price_per_token = max(1, concurrency), price_per_token
+        # The alpaca_eval annotator this judge runs when eval.alpacaeval2.annotator is null (and records as
+        # the annotator's name): the config made for this judge, e.g. weighted_alpaca_eval_vllm_llama3_70b.
+        self.default_annotator = annotator or type(self).default_annotator
         host = urllib.parse.urlsplit(self.base_url).hostname or self.base_url  # no user:pass@ in names
         self.name = f"openai:{model}" if base_url is None else f"openai-compatible:{model}@{host}"
 
@@ -212,10 +215,16 @@ class HFLocalJudge(_TextJudgeForAlpacaEval):
     """
 
     def __init__(self, pretrained: str, max_new_tokens: int = 512, dtype: str = "bfloat16", device: str = "auto",
-                 batch_size: int = 8, keep_loaded: bool = False) -> None:
+                 batch_size: int = 8, keep_loaded: bool = False, annotator: str | None = None,
+                 logprob_tokens: Sequence[str] = ("m", "M"), label: str | None = None) -> None:
         self.pretrained, self.max_new_tokens, self.dtype, self.device = pretrained, max_new_tokens, dtype, device
         self.batch_size, self.keep_loaded = max(1, batch_size), keep_loaded
-        self.name = f"hf:{pretrained}"
+        # alpaca_eval's weighted annotators read the log-probs of their answer tokens ("m"/"M" for
+        # weighted_alpaca_eval_gpt4_turbo); a small judge may rank them below its top 5, so their true
+        # log-probs are always reported beside the top-k (see alpaca_eval_completions).
+        self.logprob_tokens = tuple(logprob_tokens)
+        self.default_annotator = annotator or type(self).default_annotator
+        self.name = f"hf:{pretrained}" + (f" ({label})" if label else "")
         self._model = self._tokenizer = None
 
     def _load(self) -> None:
@@ -250,6 +259,48 @@ class HFLocalJudge(_TextJudgeForAlpacaEval):
                     ids = model.generate(**enc, do_sample=False, max_new_tokens=max_tokens or self.max_new_tokens,
                                          pad_token_id=tok.pad_token_id)
                 out += tok.batch_decode(ids[:, enc["input_ids"].shape[1] :], skip_special_tokens=True)
+        finally:
+            del model
+            if not self.keep_loaded:
+                self.release()
+        return out
+
+
+    def alpaca_eval_completions(self, prompts: Sequence[str], **kwargs: Any) -> dict[str, list]:
+        """alpaca_eval's completion protocol; with ``logprobs`` (a weighted annotator), one forward pass per
+        prompt gives the next token's log-probs in OpenAI's layout (``logprobs.content[0].top_logprobs``)."""
+        if not kwargs.get("logprobs"):
+            return super().alpaca_eval_completions(prompts, **kwargs)
+        start = time.perf_counter()
+        choices = self.next_token_logprobs([chatml_to_messages(p) for p in prompts], int(kwargs.get("top_logprobs") or 5))
+        per = (time.perf_counter() - start) / max(len(prompts), 1)
+        return {"completions": [c["text"] for c in choices], "completions_all": choices,
+                "price_per_example": [0.0] * len(choices), "time_per_example": [per] * len(choices)}
+
+    def next_token_logprobs(self, prompts: Sequence[Messages], k: int) -> list[dict]:
+        """Per prompt: the most likely next token as ``text`` and, under ``logprobs.content[0].top_logprobs``,
+        the top ``k`` tokens and the ``logprob_tokens`` (single tokens of the judge's vocabulary) with their
+        log-probs, most likely first."""
+        import torch
+
+        self._load()
+        tok, model, out = self._tokenizer, self._model, []
+        single = [tok.encode(t, add_special_tokens=False) for t in self.logprob_tokens]
+        extra = {ids[0] for ids in single if len(ids) == 1}
+        try:
+            for i in range(0, len(prompts), self.batch_size):
+                texts = [tok.apply_chat_template(list(m), add_generation_prompt=True, tokenize=False)
+                         for m in prompts[i : i + self.batch_size]]
+                enc = tok(texts, return_tensors="pt", padding=True, add_special_tokens=False).to(model.device)
+                with torch.no_grad():
+                    rows = model(**enc).logits[:, -1, :].float().log_softmax(-1).cpu()
+                for row in rows:
+                    ids = set(row.topk(k).indices.tolist()) | extra
+                    top = sorted(({"token": tok.decode([j]), "logprob": float(row[j])} for j in ids),
+                                 key=lambda t: -t["logprob"])
+                    first = top[0]
+                    out.append({"text": first["token"] or " ", "logprobs": {"content": [
+                        {"token": first["token"], "logprob": first["logprob"], "top_logprobs": top}]}})
         finally:
             del model
             if not self.keep_loaded:

@@ -5,13 +5,20 @@ Follows the reference code of ``Psycoy/MixEval`` (commit 7c52b41): data layout
 parsers and ``[[…]]`` extraction (``mix_eval/utils/metric_utils.py``), judge calls
 (``judge_freeform_parser.py``, ``judge_multichoice_parser.py``) and scoring
 (``mix_eval/compute_metrics.py``). Scores are in [0, 1]: free-form items score in [0, 1] (model
-parser) or 0/1 (rule parser), multiple-choice items 0/1; the overall score is the mean over all
-items of both splits (MixEval weights the two split means by their sizes, which is the same, but
-rounds the split means to 3 decimals first). Every item records the parser that scored it.
+parser) or 0/1 (rule parser), multiple-choice items 0/1. The overall ``score`` is MixEval's own
+(``compute_metrics.py`` ~l.180 and ~l.790-804): each split's mean rounded to 3 decimals, then the two
+weighted by their sizes; per source benchmark the same way. ``score_unrounded`` is the plain mean over
+all items (they differ by up to 5e-4). Every item records the parser that scored it.
 
-Chat models answer zero-shot; MixEval's ChatModel also sends the system message "You are a
-helpful assistant." by default (``SYSTEM_MESSAGE``); base models get a 5-shot prefix that is not
-reproduced here (it is benchmark data).
+Chat models answer zero-shot with MixEval's ChatModel's default system message "You are a helpful
+assistant." (``system_message``; MixEval's own model classes set it to None for some models, e.g.
+Gemma and Mistral, whose templates refuse it); base models get a 5-shot prefix that is not reproduced
+here (it is benchmark data).
+
+One official behaviour differs on purpose: where MixEval falls back to a random letter (rule parser)
+or a random score (model parser after its retries), it draws from one seeded stream in item order;
+here each item draws from its own generator seeded by (seed, split, id), so a fallback's draw does not
+depend on which other items fell back. Scores with no fallback (``n_random == 0``) are unaffected.
 """
 
 from __future__ import annotations
@@ -38,6 +45,7 @@ FREE_FORM_PROMPT = "Answer the question shortly."
 STEP_BY_STEP_PROMPT = "Answer the question. \nLet's think step by step."
 STEP_BY_STEP_BENCHMARKS = frozenset({"BBH", "GSM8k", "MATH"})
 JUDGE_PROMPTS = ASSETS / "mixeval" / "judge_prompts.yaml"
+SYSTEM_MESSAGE = "You are a helpful assistant."  # MixEval's ChatModel.SYSTEM_MESSAGE (mix_eval/models/base.py)
 
 
 @dataclass(frozen=True)
@@ -272,14 +280,33 @@ def _score_item(item: MixEvalItem, answer: str, parsed: Any, parser: str, rng: r
             "parsed": parsed, "parser": f"{parser}:random" if is_random else parser}
 
 
+def official_scores(records: Sequence[dict]) -> dict[str, float]:
+    """MixEval's aggregation (``compute_metrics.py``): within each split, the mean of every key (``overall``
+    and each ``benchmark_name``) rounded to 3 decimals; then each key over the splits as
+    ``ff * (n_ff / (n_ff + n_mc)) + mc * (n_mc / (n_ff + n_mc))`` with the key's item counts."""
+    lists: dict[str, dict[str, list[float]]] = {FREE_FORM: defaultdict(list), MULTIPLE_CHOICE: defaultdict(list)}
+    for r in records:
+        lists[r["split"]]["overall"].append(r["score"])
+        lists[r["split"]][r["benchmark_name"]].append(r["score"])
+    means = {split: {k: round(sum(v) / len(v), 3) for k, v in keys.items()} for split, keys in lists.items()}
+    counts = {split: {k: len(v) for k, v in keys.items()} for split, keys in lists.items()}
+    ff, mc = FREE_FORM, MULTIPLE_CHOICE
+    out = {}
+    for k in set(means[ff]) | set(means[mc]):
+        n_ff, n_mc = counts[ff].get(k, 0), counts[mc].get(k, 0)
+        out[k] = means[ff].get(k, 0) * (n_ff / (n_ff + n_mc)) + means[mc].get(k, 0) * (n_mc / (n_ff + n_mc))
+    return out
+
+
 def evaluate_mixeval(items: Sequence[MixEvalItem], answers: Sequence[str], parser: str = "rule", judge: Any = None,
                      seed: int = 0, judge_retries: int = 10, judge_prompts: str | Path | None = None) -> dict[str, Any]:
     """Score answers MixEval's way. ``parser``: ``rule`` (offline; MixEval calls it less stable) or
     ``model`` (``judge.complete`` on MixEval-style judge prompts, ``[[…]]`` extraction).
 
-    Returns score (mean over all items), per_split, per_benchmark (by ``benchmark_name``, both splits
-    pooled), n, n_per_split, n_per_benchmark, parser, judge (name or None), judge_prompts,
-    n_random (items scored by the random fallback) and ``records`` (one per item).
+    Returns score (MixEval's aggregation: :func:`official_scores`), score_unrounded (mean over all items),
+    per_split (rounded means), per_benchmark (by ``benchmark_name``, MixEval's aggregation), n, n_per_split,
+    n_per_benchmark, parser, judge (name or None), judge_prompts, n_random (items scored by the random
+    fallback) and ``records`` (one per item).
     """
     if len(items) != len(answers):
         raise ValueError(f"{len(items)} MixEval items but {len(answers)} answers")
@@ -298,9 +325,11 @@ def evaluate_mixeval(items: Sequence[MixEvalItem], answers: Sequence[str], parse
         by_split[r["split"]].append(r["score"])
         by_bench[r["benchmark_name"]].append(r["score"])
     scores = [r["score"] for r in records]
-    return {"score": sum(scores) / len(scores) if scores else float("nan"),
-            "per_split": {k: sum(v) / len(v) for k, v in by_split.items()},
-            "per_benchmark": {k: sum(v) / len(v) for k, v in sorted(by_bench.items())},
+    official = official_scores(records)
+    return {"score": official.get("overall", float("nan")),
+            "score_unrounded": sum(scores) / len(scores) if scores else float("nan"),
+            "per_split": {k: round(sum(v) / len(v), 3) for k, v in by_split.items()},
+            "per_benchmark": {k: official[k] for k in sorted(by_bench)},
             "n": len(records), "n_per_split": {k: len(v) for k, v in by_split.items()},
             "n_per_benchmark": {k: len(v) for k, v in sorted(by_bench.items())}, "parser": parser,
             "judge": judge.name if (judge is not None and parser == "model") else None,
@@ -309,26 +338,34 @@ def evaluate_mixeval(items: Sequence[MixEvalItem], answers: Sequence[str], parse
 
 
 class MixEval:
-    """The ``eval`` node for MixEval(-Hard): ``MixEval(...)(generate_fn) -> dict``."""
+    """The ``eval`` node for MixEval(-Hard): ``MixEval(...)(generate_fn) -> dict``; ``generate_fn(prompts,
+    system=...)`` answers each prompt after the system message (``system_message``; None sends none)."""
 
     def __init__(self, source: str | None = None, config: str = "MixEval_Hard", parser: str = "rule",
                  judge: Any = None, max_items: int | None = None, seed: int = 0, judge_retries: int = 10,
-                 judge_prompts: str | None = None) -> None:
+                 judge_prompts: str | None = None, system_message: str | None = SYSTEM_MESSAGE) -> None:
         if parser == "model" and judge is None:  # fail before any generation work
             raise ValueError("MixEval parser=model needs a judge")
         self.source, self.config, self.parser, self.judge = source, config, parser, judge
         self.max_items, self.seed, self.judge_retries = max_items, seed, judge_retries
-        self.judge_prompts = judge_prompts
+        self.judge_prompts, self.system_message = judge_prompts, system_message
         self.name = "mixeval_hard" if config == "MixEval_Hard" else "mixeval"
 
-    def __call__(self, generate_fn: Callable[[list[str]], list[str]], generator_name: str | None = None) -> dict:
+    def __call__(self, generate_fn: Callable[..., list[str]], generator_name: str | None = None) -> dict:
+        from larpo.model import SystemMessageError
+
         items = load_mixeval(self.source, self.config)[: self.max_items]
-        answers = list(generate_fn([build_prompt(it) for it in items]))
+        try:
+            answers = list(generate_fn([build_prompt(it) for it in items], system=self.system_message))
+        except SystemMessageError as e:
+            raise ValueError(f"{self.name}: {e}; MixEval sends no system message to such models: set "
+                             f"eval.{self.name}.system_message=null") from None
         out = evaluate_mixeval(items, answers, self.parser, self.judge, self.seed, self.judge_retries,
                                self.judge_prompts)
         for record, it, answer in zip(out["records"], items, answers):
             record.update(prompt=build_prompt(it), answer=answer)
-        return out | {"benchmark": self.name, "generator": generator_name, "subset": self.max_items is not None}
+        return out | {"benchmark": self.name, "generator": generator_name, "subset": self.max_items is not None,
+                      "system_message": self.system_message}
 
 
 def item_dict(item: MixEvalItem) -> dict[str, Any]:

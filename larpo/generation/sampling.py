@@ -61,18 +61,20 @@ def sample(
     max_new_tokens: int = 16,
     seed: int = 0,
     max_prompt_tokens: int | None = None,
+    system: str | None = None,
 ) -> tuple[list[list[str]], list[list[bool]]]:
     """``n`` responses per prompt with HF ``generate``; temperature 0 means greedy.
 
     ``max_prompt_tokens``: keep only the last that many prompt tokens (benchmarks on a small model).
+    ``system``: a system message before each prompt (a benchmark harness's, e.g. MixEval's).
     Returns responses [P][n] and finished [P][n].
     """
     other = getattr(model, "sample_texts", None)
     if other is not None:  # another backend (larpo.generation.vllm_backend.VLLMPolicy): same contract
         return other(prompts, n=n, temperature=temperature, top_p=top_p, max_new_tokens=max_new_tokens, seed=seed,
-                     max_prompt_tokens=max_prompt_tokens)
+                     max_prompt_tokens=max_prompt_tokens, **({"system": system} if system is not None else {}))
     device = next(model.parameters()).device
-    ids = prompt_ids(tokenizer, list(prompts))
+    ids = prompt_ids(tokenizer, list(prompts), system)
     if max_prompt_tokens is not None:
         ids = [x[-max_prompt_tokens:] for x in ids]
     input_ids, attn = _left_pad(ids, tokenizer.pad_token_id)

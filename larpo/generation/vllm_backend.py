@@ -247,12 +247,12 @@ class VLLMPolicy:
             core.shutdown()
 
     def sample_texts(self, prompts: Sequence[str], n: int = 1, temperature: float = 1.0, top_p: float = 1.0,
-                     max_new_tokens: int = 16, seed: int = 0, max_prompt_tokens: int | None = None
-                     ) -> tuple[list[list[str]], list[list[bool]]]:
+                     max_new_tokens: int = 16, seed: int = 0, max_prompt_tokens: int | None = None,
+                     system: str | None = None) -> tuple[list[list[str]], list[list[bool]]]:
         """Same contract as :func:`larpo.generation.sampling.sample`: responses [P][n], finished [P][n]."""
         from larpo.model import prompt_ids
 
-        ids = prompt_ids(self.tokenizer, list(prompts))
+        ids = prompt_ids(self.tokenizer, list(prompts), system)
         if max_prompt_tokens is not None:
             ids = [x[-max_prompt_tokens:] for x in ids]
         reqs = build_requests(ids, n, temperature, top_p, max_new_tokens, seed, self.tokenizer.eos_token_id)
@@ -397,8 +397,7 @@ def run_children(jobs: Sequence[Job], slices: Sequence[str | None], progress: tu
     process outlives it. ``progress``: (label, batches already done, batches in all) for a bar that
     counts the batches the children journal.
     """
-    from tqdm.auto import tqdm
-
+    from larpo.console import progress as tqdm
     from larpo.processes import log_tail, supervised
 
     failed = []

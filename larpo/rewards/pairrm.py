@@ -231,7 +231,7 @@ class PairRMReward(LoadedOnDemand):
 
     def _forward_all(self, seqs: list[list[int]], positions: list[tuple[int, int, int]]) -> list[float]:
         """One comparison logit per pair sequence [N], batched by similar length, in input order."""
-        from tqdm.auto import tqdm
+        from larpo.console import progress as tqdm
 
         model, pad_id = self._model, self._tok.pad_token_id
         device = next(model.parameters()).device

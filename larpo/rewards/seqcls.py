@@ -194,7 +194,7 @@ class SeqClsReward(LoadedOnDemand):
 
     def _forward_all(self, seqs: list[list[int]]) -> list[float]:
         """One score per sequence [N], batched by similar length and put back in input order."""
-        from tqdm.auto import tqdm
+        from larpo.console import progress as tqdm
 
         model, tok = self._model, self._tokenizer()
         device = next(model.parameters()).device

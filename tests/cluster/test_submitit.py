@@ -34,10 +34,9 @@ def test_a_sweep_of_two_runs_through_submitit_local(tmp_path):
            f"hydra.sweep.dir={tmp_path}", "hydra.launcher.timeout_min=5"]
     proc = subprocess.run(cmd, cwd=REPO, env=env, capture_output=True, text=True, timeout=240)
     assert proc.returncode == 0, proc.stderr[-3000:]
-    # One run directory per job, named by its overrides (deterministic: a requeued job lands there again).
+    # One run directory per job, named by what it computes (deterministic: a requeued job lands there again).
     runs = sorted(p.name for p in tmp_path.iterdir() if p.is_dir() and not p.name.startswith("."))
-    common = "n_samples=4,sampling.prompts_per_round=8,seed={},sft.steps=0,task.n_eval=8,task.n_train=16"
-    assert runs == [f"eval.pass_at_max=0,sampling.{common.format(s)}" for s in (0, 1)]
+    assert [name.rsplit("-", 1)[0] for name in runs] == ["tiny-listwise-s0", "tiny-listwise-s1"], runs
     seeds = set()
     for name in runs:
         run = tmp_path / name
@@ -60,5 +59,8 @@ def test_the_slurm_example_composes_and_names_no_run_dir(tmp_path):
     launcher = cfg.hydra.launcher
     assert launcher._target_ == "hydra_plugins.hydra_submitit_launcher.submitit_launcher.SlurmLauncher"
     assert (launcher.partition, launcher.gpus_per_node, launcher.max_num_timeout) == ("gpu", 8, 20)
-    # `local` is excluded from the run directory's name: where a job runs is not what it computes.
-    assert "local" in cfg.hydra.job.config.override_dirname.exclude_keys
+    # `local` is not part of a run's identity (its directory's name) nor of a W&B run's name: where a job runs
+    # is not what it computes.
+    from larpo.runs import IDENTITY_GROUPS
+
+    assert "local" not in IDENTITY_GROUPS and "local" in cfg.hydra.job.config.override_dirname.exclude_keys

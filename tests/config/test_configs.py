@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import subprocess
 import sys
 from pathlib import Path
@@ -86,9 +87,11 @@ def test_multirun_sweeps_four_losses_into_four_directories(tmp_path):
     proc = subprocess.run(cmd, cwd=REPO, capture_output=True, text=True, timeout=300)
     assert proc.returncode == 0, proc.stderr[-3000:]
     runs = sorted(p.parent for p in Path(sweep).rglob("manifest.json"))
-    assert len(runs) == 4
+    assert len(runs) == 4 and all(p.parent == sweep for p in runs)
     for loss, run_dir in zip(("contrastive", "lambdarank", "listmle", "pairwise"), runs):
-        assert f"loss={loss}" in run_dir.name.split(",")  # the directory is named by its overrides
+        # named <model>-<loss>-s<seed>-<hash> (larpo/runs.py); the manifest keeps the job's overrides
+        assert run_dir.name.startswith(f"tiny-{loss}-s0-"), run_dir.name
+        assert f"loss={loss}" in json.loads((run_dir / "manifest.json").read_text())["command"]["overrides"]
     assert all((p / "round_0" / "eval.json").exists() for p in runs)
 
 

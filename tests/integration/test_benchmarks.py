@@ -54,14 +54,14 @@ def check_table_real(rd: RunDir, out: Path) -> None:
 
     main([str(out), str(rd.root)])
     lines = out.with_suffix(".md").read_text().splitlines()
-    assert lines[0] == "| model | method | round | LC % | WR % | MixEval | MixEval-Hard | judge | parser |"
+    assert lines[0] == "| model | method | seed | round | LC % | WR % | MixEval | MixEval-Hard | judge | parser |"
     assert len(lines) == 4  # header, rule, round 0, round 1
     ev0, ev1 = read_json(rd.eval(0)), read_json(rd.eval(1))
     cells = [c.strip() for c in lines[3].strip("|").split("|")]
-    assert cells[1].startswith("lambdarank (top2+bottom2 of 4; rm)") and cells[2] == "1"
-    assert cells[3] == f"{ev1['alpacaeval2/lc_win_rate']:.1f}" and cells[4] == f"{ev1['alpacaeval2/win_rate']:.1f}"
-    assert cells[5] == "–" and cells[6] == f"{ev1['mixeval_hard/score']:.3f}"  # MixEval (full) was not run
-    assert cells[7] == ev1["alpacaeval2/judge"] and cells[8] == "rule"
+    assert cells[1].startswith("lambdarank (top2+bottom2 of 4; rm)") and cells[2] == "0" and cells[3] == "1"
+    assert cells[4] == f"{ev1['alpacaeval2/lc_win_rate']:.1f}" and cells[5] == f"{ev1['alpacaeval2/win_rate']:.1f}"
+    assert cells[6] == "–" and cells[7] == f"{ev1['mixeval_hard/score']:.3f}"  # MixEval (full) was not run
+    assert cells[8] == ev1["alpacaeval2/judge"] and cells[9] == "rule"
     assert lines[2].split("|")[2].strip() == "start (SFT)"
     rows = list(csv.DictReader(out.with_suffix(".csv").open()))
     assert [float(r["WR %"]) for r in rows] == [ev0["alpacaeval2/win_rate"], ev1["alpacaeval2/win_rate"]]

@@ -27,13 +27,14 @@ def test_a_sweep_is_one_wandb_group_and_the_study_joins_it(tmp_path, monkeypatch
     done = subprocess.run(cmd, cwd=REPO, env=env, capture_output=True, text=True, timeout=300)
     assert done.returncode == 0, done.stderr[-3000:]
     jobs = sorted(p for p in root.iterdir() if p.is_dir())
-    assert [("loss=listmle" in p.name, "loss=pairwise" in p.name) for p in jobs] == [(True, False), (False, True)]
-    for job in jobs:
+    assert [p.name.startswith(("tiny-listmle-", "tiny-pairwise-")) for p in jobs] == [True, True]
+    for job, loss in zip(jobs, ("listmle", "pairwise")):
         records = list((job / "wandb").glob("offline-run-*/run-*.wandb"))
         assert len(records) == 1, job
-        # group = the sweep directory's name, run name = the job's overrides (its directory's name),
+        # group = the sweep directory's name, run name = the job's overrides (Hydra's override_dirname),
         # as the wandb run object reports them
-        assert f"W&B run '{job.name}' in group 'study_toy' (offline)" in (job / "run.log").read_text()
+        name = f"eval.pass_at_max=0,loss={loss},seed=0,sft.steps=10"
+        assert f"W&B run '{name}' in group 'study_toy' (offline)" in (job / "run.log").read_text()
 
     monkeypatch.setenv("WANDB_MODE", "offline")
     monkeypatch.setenv("HOME", str(tmp_path))

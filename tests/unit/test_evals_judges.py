@@ -207,7 +207,9 @@ def test_yaml_nodes_bind_to_their_targets(path: Path) -> None:
     from hydra.utils import get_class
 
     node = OmegaConf.to_container(OmegaConf.load(path))
-    node.pop("defaults", None)
+    for base in node.pop("defaults", None) or []:  # an option built on another of its group (smollm2_dev: hf_local)
+        if base != "_self_":
+            node = {**OmegaConf.to_container(OmegaConf.load(path.parent / f"{base}.yaml")), **node}
     target = get_class(node.pop("_target_"))
     if path.parent.name == "eval" and "judge" not in node:
         node["judge"] = None  # composed from conf/judge through the defaults list

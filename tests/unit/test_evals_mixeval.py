@@ -172,9 +172,56 @@ def test_placeholder_text_in_an_answer_is_not_substituted(items) -> None:
 
 def test_mixeval_node_generates_once_and_records_prompts() -> None:
     node = mx.MixEval(source=str(FOLDER), max_items=12)
-    seen = []
-    out = node(lambda prompts: seen.append(prompts) or ["A"] * len(prompts), "gen")
+    seen, systems = [], []
+    out = node(lambda prompts, system: seen.append(prompts) or systems.append(system) or ["A"] * len(prompts), "gen")
     assert len(seen) == 1 and len(seen[0]) == 12 and out["n"] == 12 and out["subset"]
     assert out["records"][0]["prompt"] == seen[0][0] and out["benchmark"] == "mixeval_hard"
     with pytest.raises(ValueError, match="judge"):
         mx.MixEval(parser="model")
+    # The official harness's system message for chat models (mix_eval/models/base.py: ChatModel), or none.
+    assert systems == ["You are a helpful assistant."] and out["system_message"] == systems[0]
+    mx.MixEval(source=str(FOLDER), max_items=2, system_message=None)(
+        lambda prompts, system: systems.append(system) or ["A"] * len(prompts))
+    assert systems[-1] is None
+
+
+def test_a_template_that_refuses_a_system_message_names_the_option() -> None:
+    from larpo.model import SystemMessageError, render_prompt
+
+    class NoSystem:  # Gemma's template raises on a system role
+        def apply_chat_template(self, messages, **kwargs):
+            if messages[0]["role"] == "system":
+                raise RuntimeError("System role not supported")
+            return "<user>" + messages[0]["content"]
+
+    assert render_prompt(NoSystem(), "q") == "<user>q"
+    with pytest.raises(SystemMessageError, match="refuses a system message"):
+        render_prompt(NoSystem(), "q", "You are a helpful assistant.")
+
+    def generate(prompts, system):
+        return [render_prompt(NoSystem(), p, system) for p in prompts]
+
+    with pytest.raises(ValueError, match=r"eval.mixeval_hard.system_message=null"):
+        mx.MixEval(source=str(FOLDER), max_items=2)(generate)
+
+
+def test_overall_score_is_mixevals_own_aggregation(items) -> None:
+    """compute_metrics.py (Psycoy/MixEval 7c52b41): each split's mean rounded to 3 decimals, weighted by the
+    split sizes. 3 free-form items with 1 right and 7 multiple-choice items with 2 right:
+    0.333 * 3/10 + 0.286 * 7/10 = 0.0999 + 0.2002 = 0.3001, where the item mean is 3/10 = 0.3."""
+    sub = items[:3] + items[10:17]
+    golds = [it.options and mx.option_letters(len(it.options))[it.target[0]] for it in sub[3:]]
+    wrong = [next(x for x in "ABCD" if x != g) for g in golds]
+    answers = ["Teal.", "nobody", "nothing", golds[0], golds[1], *wrong[2:]]
+    out = mx.evaluate_mixeval(sub, answers, parser="rule")
+    assert [r["score"] for r in out["records"]] == [1, 0, 0, 1, 1, 0, 0, 0, 0, 0] and out["n_random"] == 0
+    assert out["per_split"] == {mx.FREE_FORM: 0.333, mx.MULTIPLE_CHOICE: 0.286}
+    assert out["score"] == pytest.approx(0.3001, abs=1e-12) and out["score_unrounded"] == pytest.approx(0.3)
+    # Per source benchmark the same way: a benchmark's items in each split, rounded, weighted by its counts.
+    by = {}
+    for it, r in zip(sub, out["records"]):
+        by.setdefault(it.benchmark_name, {}).setdefault(it.split, []).append(r["score"])
+    for name, splits in by.items():
+        n = sum(len(v) for v in splits.values())
+        want = sum(round(sum(v) / len(v), 3) * (len(v) / n) for v in splits.values())
+        assert out["per_benchmark"][name] == pytest.approx(want, abs=1e-12), name

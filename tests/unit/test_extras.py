@@ -39,3 +39,10 @@ def test_every_extra_the_readme_installs_exists():
     extras = tomllib.loads(PYPROJECT.read_text())["project"]["optional-dependencies"]
     assert {"dev", "eval", "gpu", "cluster"} <= set(extras)
     assert any(r.startswith("hydra-submitit-launcher") for r in extras["dev"])  # its test runs in CI
+
+
+def test_the_gpu_install_carries_what_evaluation_needs():
+    """`pip install -e '.[gpu]'` (Running at scale) then an AlpacaEval 2 run: the eval extra comes with it."""
+    extras = tomllib.loads(PYPROJECT.read_text())["project"]["optional-dependencies"]
+    assert "larpo[eval]" in extras["gpu"]
+    assert any(Requirement(r).name == "alpaca-eval" for r in extras["eval"])

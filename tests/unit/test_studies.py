@@ -131,3 +131,32 @@ def test_pass_at_n_curves_come_from_the_last_round(tmp_path):
     (d / "summary.json").write_text(json.dumps({"rounds": [{"round": 0, "eval": ev}]}))
     series = collect_series(tmp_path, "eval.pass_temperature", "pass@4", "pass@N")
     assert series == {"0.5": {0: [(1.0, 0.4), (2.0, 0.5), (4.0, 0.7)]}}
+
+
+def test_dry_prints_and_launches_nothing(monkeypatch, capsys):
+    """`make fig-passn DRY=1` (larpo.studies run-dry): the sweep's commands, and no process started."""
+    import subprocess
+
+    from larpo import studies
+
+    def refuse(*args, **kwargs):
+        raise AssertionError(f"DRY launched {args}")
+
+    monkeypatch.setattr(subprocess, "run", refuse)
+    studies.main(["run-dry", "passn", "--jobs", "2"])
+    (line,) = capsys.readouterr().out.splitlines()
+    assert " -m " in line and "eval.pass_temperature=0.1,0.5,1.0" in line and "hydra.launcher.n_jobs=2" in line
+    studies.main(["real-dry", "passn"])
+    assert capsys.readouterr().out.strip()
+
+
+@pytest.mark.parametrize("scale", ["", "real"])
+def test_make_dry_is_dry_at_every_scale(scale):
+    import subprocess
+
+    repo = Path(__file__).resolve().parents[2]
+    out = subprocess.run(["make", "-n", "fig-passn", "DRY=1", f"SCALE={scale}", "VIRTUAL_ENV=/nonexistent"], cwd=repo,
+                         capture_output=True, text=True, timeout=60)
+    assert out.returncode == 0, out.stderr
+    (study,) = [x for x in out.stdout.splitlines() if "larpo.studies" in x]
+    assert f"larpo.studies {'real' if scale else 'run'}-dry passn" in study
