@@ -334,10 +334,35 @@ def apply_judge_shortcut(cfg: Any) -> None:
         cfg.judge = node
 
 
+def _non_finite(node: Any, prefix: str = "") -> list[str]:
+    """Every float of the config that is NaN or infinite (components' options included: ``loss.beta=inf``)."""
+    if isinstance(node, float):
+        return [] if math.isfinite(node) else [f"{prefix}={node!r} is not a finite number"]
+    if isinstance(node, dict):
+        return [p for k, v in node.items() for p in _non_finite(v, f"{prefix}.{k}" if prefix else str(k))]
+    if isinstance(node, list):
+        return [p for i, v in enumerate(node) for p in _non_finite(v, f"{prefix}[{i}]")]
+    return []
+
+
+def _plain(cfg: Any) -> Any:
+    """The config as plain containers, interpolations resolved where they can be (``${hydra:...}``
+    resolves only inside a Hydra run)."""
+    from omegaconf import OmegaConf
+
+    try:
+        return OmegaConf.to_container(cfg, resolve=True, enum_to_str=True)
+    except Exception:  # noqa: BLE001  (an unresolvable interpolation: the unresolved values are strings)
+        return OmegaConf.to_container(cfg, resolve=False, enum_to_str=True)
+
+
 def validate_options(cfg: Any) -> None:
     """Check every bounded option of ``cfg`` (a composed DictConfig) before any work is done."""
     apply_judge_shortcut(cfg)
     problems = _walk(Config, cfg, "")
+    # A bounded option already says so; every other float (a component's) must be finite too.
+    flagged = {p.split("=", 1)[0] for p in problems}
+    problems += [p for p in _non_finite(_plain(cfg)) if p.split("=", 1)[0] not in flagged]
     if cfg.stage != "all" and cfg.round is None:
         problems.append(f"stage={Stage(cfg.stage).value} needs round=<r>: the round whose stage to re-run")
     train = cfg.train

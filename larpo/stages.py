@@ -167,8 +167,12 @@ def stage_train(ctx: RunContext, r: int) -> None:
 
         launch_train(ctx.cfg.train, ctx.rd, r, ctx.device, log)
         return
+    from larpo.train import NonFiniteLossError
+
     try:
         train_round(ctx.cfg, ctx.rd, r, ctx.loss_fn, ctx.dtype, ctx.device, log)
+    except NonFiniteLossError as e:
+        raise PipelineError(f"round {r}, stage train: {e}") from None
     except CheckpointError as e:
         redo = "stage=sft round=0" if r == 1 else f"stage=train round={r - 1}"
         raise PipelineError(f"{e}; the round-{r - 1} checkpoint is damaged: re-create it with `{redo}`") from e

@@ -42,6 +42,10 @@ BAD_OPTIONS = {
     "select.n_top=5": "select.n_top + select.n_bottom = 5 + 2 = 7 exceeds sampling.n_samples = 6: "
                       "lower them or sample more candidates",
     "loss.beta=0": "loss 'lambdarank': beta must be > 0, got 0",
+    # Issue 19, 12: every float option is finite, a component's too (beta=inf trained to NaN, marked done).
+    "loss.beta=inf": "invalid option: loss.beta=inf is not a finite number",
+    "loss.beta=nan": "invalid option: loss.beta=nan is not a finite number",
+    "train.lr=inf": "invalid option: train.lr=inf is out of range: allowed > 0",
 }
 
 

@@ -114,3 +114,17 @@ def test_carry_optimizer_saves_and_reuses_adamw_state(smoke_cfg):
     step1 = float(next(iter(s1["state"].values()))["step"])
     assert step0 == sft_steps and step1 > step0  # round 1 continued the warm-start's moments
     assert s1["param_groups"][0]["initial_lr"] == cfg.train.lr  # with this round's learning rate
+
+
+def test_a_loss_that_turns_nan_stops_the_train_stage_before_its_checkpoint(smoke_cfg):
+    """Issue 19, 12: the first non-finite loss stops training, naming the step; no checkpoint, no marker."""
+    # with the warm-start (smoke's sft.steps), so that lists carry preferences and the loss is not 0
+    cfg = smoke_cfg("rounds=1", "eval.pass_at_max=0", "threads=1", "train.max_tokens=100000",  # a micro-batch a step
+                    "loss._target_=tests.unit.test_train.NaNFromCall",
+                    "+loss.n=2")
+    with pytest.raises(PipelineError, match=r"^round 1, stage train: the loss is nan at optimizer step 2 of \d+ "
+                                            r"\(epoch 1\); training stopped before that step's update"):
+        run(cfg)
+    rd = RunDir(cfg.run_dir)
+    assert not rd.is_done(1, "train") and not rd.checkpoint(1).exists()
+    assert not (rd.round_dir(1) / "checkpoint.tmp").exists()
