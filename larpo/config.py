@@ -374,6 +374,78 @@ def validate_options(cfg: Any) -> None:
         raise ConfigError("invalid option" + ("s" if len(problems) > 1 else "") + ": " + "; ".join(problems))
 
 
+def _schema_of(field_type: Any) -> Any:
+    """The dataclass of a sub-config field (``train: TrainConfig``), else None (an open node)."""
+    return field_type if isinstance(field_type, type) and is_dataclass(field_type) else None
+
+
+def _field_types(schema: Any) -> dict[str, Any]:
+    import typing
+
+    hints = typing.get_type_hints(schema)
+    return {f.name: _schema_of(hints.get(f.name)) for f in fields(schema)}
+
+
+def _unknown_key(key: str) -> str | None:
+    """Why ``key`` (a command-line override's key) is no option, with the nearest one; None if it may be one.
+
+    Checked against the schema (larpo/config.py) and the config groups (conf/); a key inside an open
+    node (a component's, ``loss.*``) is left to Hydra, which knows the chosen component.
+    """
+    import difflib
+
+    schema, known_path = Config, ""
+    groups = {p.name for p in CONF_DIR.iterdir() if p.is_dir()} | {"hydra", "local"}
+    for depth, part in enumerate(key.split(".")):
+        types = _field_types(schema)
+        known = set(types) | (groups if depth == 0 else set())
+        if part not in known:
+            near = difflib.get_close_matches(part, sorted(known), n=1, cutoff=0.6)
+            where = f"`{known_path[:-1]}` has" if known_path else "the config has"
+            hint = f"did you mean `{known_path}{near[0]}`?" if near else "the options are in larpo/config.py and conf/"
+            return f"unknown option `{key}`: {where} no key `{part}`; {hint}"
+        schema = types.get(part)
+        if schema is None:  # an open node, a group or a plain value: nothing more to check here
+            return None
+        known_path += part + "."
+    return None
+
+
+# Hydra's command-line flags that take a value, and those that choose another config (another schema).
+_FLAGS_WITH_VALUE = {"-cn", "--config-name", "-cp", "--config-path", "-cd", "--config-dir", "--experimental-rerun",
+                     "-c", "--cfg", "-p", "--package"}
+_OTHER_CONFIG = {"-cn", "--config-name", "-cp", "--config-path", "--experimental-rerun"}
+
+
+def check_override_keys(args: list[str]) -> str | None:
+    """A misspelt option on the command line, as one message with the nearest option (``did you mean
+    `loss`?``), before Hydra composes anything; None when every key may be an option.
+
+    Hydra refuses the same override (the schema is closed), but with a ``+key`` hint only.
+    """
+    from hydra.core.override_parser.overrides_parser import OverridesParser
+
+    names = {a.split("=", 1)[0] for a in args if a.startswith("-")}
+    if names & _OTHER_CONFIG:
+        return None
+    parser, skip = OverridesParser.create(), False
+    for arg in args:
+        if skip or arg.startswith("-"):
+            skip = not skip and arg in _FLAGS_WITH_VALUE
+            continue
+        try:
+            (o,) = parser.parse_overrides([arg])
+        except Exception:  # noqa: BLE001  (a syntax error: Hydra's own message says where)
+            continue
+        key = o.key_or_group
+        if o.is_add() or o.is_force_add() or o.is_delete() or o.package is not None or "/" in key:
+            continue
+        problem = None if key.split(".")[0] == "hydra" else _unknown_key(key)
+        if problem:
+            return problem
+    return None
+
+
 def _first(*values: Any) -> Any:
     """``${larpo.first:a,b,...}``: the first value that is set (not None), else None."""
     return next((v for v in values if v is not None), None)

@@ -195,11 +195,14 @@ def build_context(cfg: DictConfig, metrics) -> RunContext:
     loss_fn = make(cfg.loss, "loss")
     check_sampling(cfg.sampling, task)  # cross-option and task-dependent sampling checks (e.g. hard negatives)
     n = candidates_per_prompt(cfg.sampling)  # samples + extras + ladder negatives
-    selector.validate(n)
+    try:
+        selector.validate(n)
+    except ValueError as e:  # how two options fit: a refusal of the config, like any other
+        raise ConfigError(str(e)) from None
     k = selector.list_size(n)
     if k < loss_fn.min_candidates:
-        raise ValueError(f"loss {loss_fn.name!r} needs lists of at least {loss_fn.min_candidates} candidates, "
-                         f"but select/sampling give lists of {k}")
+        raise ConfigError(f"loss {loss_fn.name!r} needs lists of at least {loss_fn.min_candidates} candidates, "
+                          f"but select/sampling give lists of {k}")
     if cfg.train.launcher == "accelerate":
         from larpo.launch import check_launch
 
@@ -310,3 +313,15 @@ def run(cfg: DictConfig) -> dict:
             if summary["rounds"]:
                 logger.info("per-round results (%s):\n%s", rd.summary, write_report(rd.root))
     return summary
+
+
+def refusals() -> tuple[type[BaseException], ...]:
+    """The errors that refuse a command with a message saying what to do (run.py prints that one
+    message, no traceback); any other exception is a bug and keeps its traceback."""
+    from larpo.artifacts import ArtifactError, RunLockedError
+    from larpo.evals.judges import JudgeError, MissingAPIKeyError
+    from larpo.model import CheckpointError
+    from larpo.tasks.base import TaskDataError
+
+    return (ConfigError, PipelineError, ArtifactError, RunLockedError, CheckpointError, TaskDataError, JudgeError,
+            MissingAPIKeyError)

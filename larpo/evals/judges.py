@@ -52,7 +52,12 @@ class MissingAPIKeyError(RuntimeError):
     """A judge that needs an API key was built without the environment variable holding it."""
 
 
-class JudgeHTTPError(RuntimeError):
+class JudgeError(RuntimeError):
+    """A judge cannot give a verdict (unreachable, failing, or answering what cannot be read), after
+    the bounded retries; the message names the judge (and its URL) and never holds the key."""
+
+
+class JudgeHTTPError(JudgeError):
     """The judge's server failed (after the bounded retries); the message never holds the key."""
 
 
