@@ -28,7 +28,7 @@ def main(cfg: DictConfig) -> None:
 
 
 if __name__ == "__main__":
-    problem = larpo.config.check_override_keys(sys.argv[1:])
+    problem = larpo.config.check_override_keys(sys.argv[1:]) or larpo.config.check_run_dirs(sys.argv[1:])
     if problem:  # before Hydra composes (and makes a run directory for) a command that cannot run
         sys.stderr.write(f"{problem}\n")
         sys.exit(2)

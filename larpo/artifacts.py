@@ -262,7 +262,8 @@ class RunLock:
             os.close(fd)
 
     def __enter__(self) -> RunLock:
-        self.acquire()
+        if self._fd is None:  # taken already (``RunLock(root).acquire()`` then ``with``): keep it
+            self.acquire()
         return self
 
     def __exit__(self, *exc: object) -> None:

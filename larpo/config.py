@@ -446,6 +446,31 @@ def check_override_keys(args: list[str]) -> str | None:
     return None
 
 
+def _not_writable(path: Path) -> str | None:
+    """Why ``path`` (a folder to be, or that is) cannot be written, or None; checks its nearest existing folder."""
+    import os
+
+    folder = path
+    while not folder.exists() and folder != folder.parent:
+        folder = folder.parent
+    if os.access(folder, os.W_OK):
+        return None
+    read_only = bool(os.statvfs(folder).f_flag & os.ST_RDONLY)
+    return f"{folder} is on a read-only file system" if read_only else f"{folder} is not writable (permissions)"
+
+
+def check_run_dirs(args: list[str]) -> str | None:
+    """A ``run_dir=`` or ``hydra.run.dir=`` on the command line that cannot be written, refused before
+    Hydra composes (Hydra's own log file there would fail first, with a logging traceback)."""
+    for arg in args:
+        key, sep, value = arg.partition("=")
+        if sep and key.lstrip("+") in ("run_dir", "hydra.run.dir") and value and "$" not in value:
+            problem = _not_writable(Path(value).expanduser().absolute())
+            if problem:
+                return f"{key.lstrip('+')}={value}: {problem}; make it writable or choose another folder"
+    return None
+
+
 def _first(*values: Any) -> Any:
     """``${larpo.first:a,b,...}``: the first value that is set (not None), else None."""
     return next((v for v in values if v is not None), None)

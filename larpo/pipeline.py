@@ -215,8 +215,10 @@ def build_context(cfg: DictConfig, metrics) -> RunContext:
 
 
 # Errors of the storage itself: the stage's partial output is discarded or journaled, and the
-# same command resumes once the cause is fixed.
-_STORAGE_ERRNOS = {errno.ENOSPC, errno.EDQUOT, errno.EIO, errno.EROFS}
+# same command resumes once the cause is fixed (what to fix, by errno).
+_STORAGE_FIXES = {errno.ENOSPC: "free the space", errno.EDQUOT: "free the space (or raise the quota)",
+                  errno.EFBIG: "raise the file-size limit (`ulimit -f`)", errno.EIO: "fix the file system",
+                  errno.EROFS: "make the file system writable", errno.EACCES: "make the run directory writable"}
 
 
 def run_stage(ctx: RunContext, r: int, stage: str, force: bool = False) -> bool:
@@ -233,11 +235,11 @@ def run_stage(ctx: RunContext, r: int, stage: str, force: bool = False) -> bool:
         logger.error("interrupted in round %d, stage %s; run the same command to resume", r, stage)
         raise
     except OSError as e:
-        if e.errno not in _STORAGE_ERRNOS:
+        if e.errno not in _STORAGE_FIXES:
             raise
         raise PipelineError(
             f"round {r}, stage {stage}: {e.strerror} ({e.filename or 'while writing'}); nothing of this stage "
-            "was kept but its journal; free the space (or fix the file system) and run the same command to resume"
+            f"was kept but its journal; {_STORAGE_FIXES[e.errno]} and run the same command to resume"
         ) from e
     ctx.rd.mark_done(r, stage)
     logger.info("round %d: %s done in %.1f s", r, stage, time.perf_counter() - t0)
@@ -271,6 +273,19 @@ def rerun_one(ctx: RunContext, stage: str, r: int | None) -> None:
     run_stage(ctx, r, stage, force=True)
 
 
+def _locked(rd: RunDir) -> RunLock:
+    """The run directory's lock, taken; a directory that cannot be written is named with the fix."""
+    lock = RunLock(rd.root)
+    try:
+        lock.acquire()
+    except OSError as e:
+        if e.errno not in _STORAGE_FIXES and e.errno != errno.EPERM:
+            raise
+        raise PipelineError(f"cannot write to the run directory {rd.root} ({e.strerror}: {e.filename}): "
+                            "make it writable, or choose another run_dir=") from None
+    return lock
+
+
 def run(cfg: DictConfig) -> dict:
     """Run (or resume) the whole pipeline, or one stage; returns summary.json's content.
 
@@ -294,7 +309,7 @@ def run(cfg: DictConfig) -> dict:
     ctx = build_context(cfg, metrics)
     preflight(ctx)
     check_run_dir(rd, cfg)
-    with RunLock(rd.root):
+    with _locked(rd):
         if check_run_dir(rd, cfg):  # again under the lock: another process may have started it meanwhile
             write_manifest(rd, cfg)
         logger.info("run directory: %s", rd.root.resolve())
