@@ -28,7 +28,15 @@ from larpo.artifacts import RunDir, RunLock, read_json, write_json
 from larpo.config import ADDED_KEYS, RESOURCE_PREFIXES, VOLATILE_KEYS, ConfigError, Stage, validate_options
 from larpo.generation.plan import candidates_per_prompt, check_sampling
 from larpo.model import resolve_device, resolve_dtype
-from larpo.stages import ROUND_STAGES, ROUND_ZERO, STAGE_FUNCS, PipelineError, RunContext, summarize
+from larpo.stages import (
+    ROUND_STAGES,
+    ROUND_ZERO,
+    STAGE_FUNCS,
+    PipelineError,
+    RunContext,
+    stage_outputs,
+    summarize,
+)
 
 logger = logging.getLogger(__name__)
 
@@ -222,11 +230,22 @@ _STORAGE_FIXES = {errno.ENOSPC: "free the space", errno.EDQUOT: "free the space 
 
 
 def run_stage(ctx: RunContext, r: int, stage: str, force: bool = False) -> bool:
-    """Run one stage unless its marker exists; returns whether it ran."""
+    """Run one stage unless its marker exists; returns whether it ran.
+
+    The marker, written last, records the sha256 of the stage's outputs (stages.stage_outputs),
+    which later stages check before they read them. An evaluation whose outputs are gone though
+    its marker stays is redone (only later evaluations and the summary read them); a missing output
+    of another stage is refused with its name when a stage reads it.
+    """
     if ctx.rd.is_done(r, stage) and not force:
-        logger.debug("round %d %s: done, skipped", r, stage)
-        return False
-    ctx.rd.clear_done(r, stage)
+        gone = ctx.rd.missing(r, stage) if stage == "evaluate" else []
+        if not gone:
+            logger.debug("round %d %s: done, skipped", r, stage)
+            return False
+        logger.warning("round %d %s is marked done but %s %s gone: evaluating again", r, stage,
+                       ", ".join(gone), "is" if len(gone) == 1 else "are")
+    if stage != "evaluate":  # an evaluation clears its marker only when it writes (stage_evaluate)
+        ctx.rd.clear_done(r, stage)
     t0 = time.perf_counter()
     logger.info("round %d: %s ...", r, stage)
     try:
@@ -241,7 +260,7 @@ def run_stage(ctx: RunContext, r: int, stage: str, force: bool = False) -> bool:
             f"round {r}, stage {stage}: {e.strerror} ({e.filename or 'while writing'}); nothing of this stage "
             f"was kept but its journal; {_STORAGE_FIXES[e.errno]} and run the same command to resume"
         ) from e
-    ctx.rd.mark_done(r, stage)
+    ctx.rd.mark_done(r, stage, stage_outputs(ctx.rd, r, stage))
     logger.info("round %d: %s done in %.1f s", r, stage, time.perf_counter() - t0)
     return True
 
@@ -265,11 +284,14 @@ def rerun_one(ctx: RunContext, stage: str, r: int | None) -> None:
         downstream = [(r, s) for s in stages_of(r)[stages_of(r).index(stage) + 1 :]]
         downstream += [(q, s) for q in range(r + 1, ctx.cfg.rounds + 1) for s in stages_of(q)]
     cleared = [f"round {q} {s}" for q, s in downstream if ctx.rd.is_done(q, s)]
-    for q, s in downstream:
-        ctx.rd.clear_done(q, s)
+    if stage == "evaluate":  # cleared only when the new evaluation writes: a failed one changes nothing
+        ctx.invalidates = list(downstream)
+    else:
+        for q, s in downstream:
+            ctx.rd.clear_done(q, s)
     if cleared:
-        logger.warning("cleared done markers downstream of round %d %s: %s; a plain run recomputes them",
-                       r, stage, ", ".join(cleared))
+        logger.warning("%s done markers downstream of round %d %s: %s; a plain run recomputes them",
+                       "clearing" if stage == "evaluate" else "cleared", r, stage, ", ".join(cleared))
     run_stage(ctx, r, stage, force=True)
 
 
@@ -318,12 +340,12 @@ def run(cfg: DictConfig) -> dict:
         with logging_run(metrics, resolved, rd.root, run_name=run_name, group=group):
             if cfg.stage == "all":
                 for r in range(cfg.rounds + 1):
-                    for stage in stages_of(r):
-                        run_stage(ctx, r, stage)
-                    summarize(rd, cfg.rounds)
+                    ran = [run_stage(ctx, r, stage) for stage in stages_of(r)]
+                    if any(ran):  # a summary after each round that did work; a refusal later changes nothing
+                        summarize(rd)
             else:
                 rerun_one(ctx, Stage(cfg.stage).value, cfg.round)
-            summary = summarize(rd, cfg.rounds)
+            summary = summarize(rd)
             metrics.log_summary({"rounds": summary["rounds"]})
             if summary["rounds"]:
                 logger.info("per-round results (%s):\n%s", rd.summary, write_report(rd.root))
