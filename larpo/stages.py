@@ -239,10 +239,8 @@ def stage_evaluate(ctx: RunContext, r: int) -> None:
     is written (and no marker cleared) until every part succeeded: a failed benchmark leaves the
     round's evaluation as it was, and never touches the task's files.
     """
-    from larpo.evals.bench import run_benchmarks
+    from larpo.evals.bench import BENCHMARKS, run_benchmarks
     from larpo.evaluate import held_out_metrics
-
-    from larpo.evals.bench import BENCHMARKS
 
     ctx.rd.verify(r, "evaluate", stage_outputs(ctx.rd, r, "evaluate"))  # what is kept must be intact
     model, tok = ctx.load_policy(r)
