@@ -12,10 +12,15 @@ import larpo.config  # noqa: F401  (registers the config schemas with Hydra's Co
 @hydra.main(version_base="1.3", config_path="conf", config_name="config")
 def main(cfg: DictConfig) -> None:
     from larpo.pipeline import refusals, run
+    from larpo.processes import Terminated, signals_as_interrupts
 
     log = logging.getLogger("larpo")
     try:
-        run(cfg)
+        with signals_as_interrupts():  # SIGTERM (SLURM preemption) and SIGHUP: the clean-up of Ctrl-C
+            run(cfg)
+    except Terminated as e:
+        log.error("stopped by %s; run the same command to resume", e)
+        sys.exit(128 + e.signum)
     except KeyboardInterrupt:
         # The pipeline has logged where it stopped; a traceback would add nothing a user needs.
         log.error("interrupted; run the same command to resume")

@@ -302,6 +302,8 @@ class RunLock:
     def __init__(self, root: str | os.PathLike) -> None:
         self.path = Path(root) / ".lock"
         self._fd: int | None = None
+        self._holder = ""
+        self._children: dict[int, str] = {}
 
     def acquire(self) -> None:
         import fcntl
@@ -319,17 +321,41 @@ class RunLock:
                 f"{self.path.parent} is in use by another run ({holder}); wait for it to finish or stop it, "
                 "then run the same command again"
             ) from None
-        os.ftruncate(fd, 0)
-        os.pwrite(fd, f"host {socket.gethostname()}, pid {os.getpid()}, since {time.strftime('%Y-%m-%d %H:%M:%S')}"
-                  .encode(), 0)
         self._fd = fd
+        self._holder = f"host {socket.gethostname()}, pid {os.getpid()}, since {time.strftime('%Y-%m-%d %H:%M:%S')}"
+        self._write_holder()
+        # A child process (accelerate launch, a vLLM engine) inherits the descriptor, and with it the
+        # lock: the directory stays locked until the child's group is gone, even if this process is killed.
+        from larpo.processes import hold_across_children
+
+        hold_across_children(self)
+
+    def _write_holder(self) -> None:
+        children = "".join(f"; child pid {pid} ({what})" for pid, what in self._children.items())
+        os.ftruncate(self._fd, 0)
+        os.pwrite(self._fd, (self._holder + children).encode(), 0)
+
+    def fileno(self) -> int:
+        if self._fd is None:
+            raise ValueError("the run lock is not held")
+        return self._fd
+
+    def note_child(self, pid: int, what: str | None) -> None:
+        """Name a child that holds the lock too (``what`` None: it is gone) in the lock file's text."""
+        if what is None:
+            self._children.pop(pid, None)
+        else:
+            self._children[pid] = what
+        if self._fd is not None:
+            self._write_holder()
 
     def release(self) -> None:
-        import fcntl
+        from larpo.processes import release_from_children
 
+        release_from_children(self)
         fd, self._fd = self._fd, None
         if fd is not None:
-            fcntl.flock(fd, fcntl.LOCK_UN)
+            # Closed, not unlocked: a child that still holds the descriptor keeps the lock until it is gone.
             os.close(fd)
 
     def __enter__(self) -> RunLock:
