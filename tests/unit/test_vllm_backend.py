@@ -152,7 +152,8 @@ def _examples(n: int) -> list[Example]:
 
 def _cfg(**vllm):
     sampling = {**SAMPLING, "backend": "vllm", "vllm": {"tensor_parallel_size": 1, "data_parallel_size": 2, **vllm}}
-    return OmegaConf.create({"sampling": sampling, "seed": 0, "task": {}, "model": {"trust_remote_code": False}})
+    return OmegaConf.create({"sampling": sampling, "seed": 0, "task": {},
+                             "model": {"trust_remote_code": False, "dtype": "float32"}})
 
 
 def test_resume_takes_the_batches_engines_finished_before_a_kill(tmp_path):
@@ -176,7 +177,8 @@ def test_a_failed_engine_keeps_the_finished_batches(tmp_path):
     ex, cfg = _examples(4), _cfg(data_parallel_size=1)
     journal = BatchJournal(tmp_path / "generations.jsonl")
     shard(journal.final, 0).append(0, generate_batch(model, tok, ex, 0, OmegaConf.create(SAMPLING), 0, 1))
-    with pytest.raises(RuntimeError, match=r"vLLM generation failed: engine 0 exited with 1 \(re-run it alone: "
+    # (?s): the message quotes the engine's log, lines and all
+    with pytest.raises(RuntimeError, match=r"(?s)vLLM generation failed: engine 0 exited with 1 \(re-run it alone: "
                                            r".* -m larpo.generation.vllm_backend .*generations.rank0.job.json\).*"
                                            "the same command resumes"):
         generate_in_children(tmp_path / "ckpt", ex, cfg, 1, journal)
