@@ -7,6 +7,7 @@ artifact behind; a stage's ``.done/<stage>`` marker is written last.
 
 from __future__ import annotations
 
+import hashlib
 import json
 import os
 from collections.abc import Iterable, Iterator
@@ -67,11 +68,81 @@ class RunDir:
     def is_done(self, r: int, stage: str) -> bool:
         return self.marker(r, stage).exists()
 
-    def mark_done(self, r: int, stage: str) -> None:
-        write_text(self.marker(r, stage), "")
+    def mark_done(self, r: int, stage: str, outputs: Iterable[Path] = ()) -> None:
+        """The stage's marker, holding the sha256 of every file of its ``outputs`` (files or folders)."""
+        write_json(self.marker(r, stage), {"sha256": hash_files(self.root, outputs)})
 
     def clear_done(self, r: int, stage: str) -> None:
         self.marker(r, stage).unlink(missing_ok=True)
+
+    def recorded(self, r: int, stage: str) -> dict[str, str] | None:
+        """The sha256 of each output (by path relative to the root) the stage's marker recorded; None when
+        there is no marker, or an empty one (written before markers held checksums)."""
+        path = self.marker(r, stage)
+        if not path.exists() or not path.read_bytes().strip():
+            return None
+        try:
+            return dict(json.loads(path.read_text(encoding="utf-8"))["sha256"])
+        except (ValueError, KeyError, TypeError) as e:
+            raise ArtifactError(f"{path}: damaged done marker ({e}); re-create the stage's outputs with "
+                                f"`{redo(r, stage)}`") from None
+
+    def missing(self, r: int, stage: str) -> list[str]:
+        """Outputs the stage's marker recorded that are no longer on disk (relative paths)."""
+        return sorted(rel for rel in self.recorded(r, stage) or {} if not (self.root / rel).is_file())
+
+    def verify(self, r: int, stage: str, paths: Iterable[Path], hashes: bool = True) -> None:
+        """Before a stage reads ``paths`` (files or folders): each file the producing stage's marker
+        recorded under them is there and (``hashes``) has the recorded sha256. A file changed since (a
+        flipped bit, an edit) or gone raises ArtifactError naming it and the command that re-creates it."""
+        recorded = self.recorded(r, stage)
+        if not recorded:
+            return
+        wanted = [Path(p).resolve().relative_to(self.root.resolve()).as_posix() for p in paths]
+        rels = sorted(rel for rel in recorded if any(rel == w or rel.startswith(w + "/") for w in wanted))
+        gone = [rel for rel in rels if not (self.root / rel).is_file()]
+        if gone:
+            raise ArtifactError(f"{self.root / gone[0]} is missing, though round {r}'s {stage} stage is marked done "
+                                f"({self.marker(r, stage)}); re-create it with `{redo(r, stage)}`")
+        if not hashes:
+            return
+        actual = hash_files(self.root, [self.root / rel for rel in rels])
+        for rel in rels:
+            if actual[rel] != recorded[rel]:
+                raise ArtifactError(
+                    f"{self.root / rel}: its sha256 differs from the one recorded when round {r}'s {stage} stage "
+                    f"wrote it ({self.marker(r, stage)}): it was changed or damaged since; re-create it with "
+                    f"`{redo(r, stage)}`")
+
+
+def redo(r: int, stage: str) -> str:
+    """The command (its overrides) that re-creates one stage's outputs."""
+    return f"stage={stage} round={r}"
+
+
+def sha256_file(path: Path, chunk: int = 1 << 20) -> str:
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        while block := f.read(chunk):
+            h.update(block)
+    return h.hexdigest()
+
+
+def hash_files(root: Path, paths: Iterable[Path]) -> dict[str, str]:
+    """sha256 of every file of ``paths`` (a folder: all files inside), by path relative to ``root``.
+
+    About 1 GB/s a core (hashlib's SHA-NI kernel; a 7B checkpoint of 14 GB in ~14 s on one core); the
+    files are hashed on up to 4 threads (hashlib releases the GIL), so sharded weights go faster.
+    """
+    from concurrent.futures import ThreadPoolExecutor
+
+    files: list[Path] = []
+    for p in map(Path, paths):
+        files += sorted(f for f in p.rglob("*") if f.is_file()) if p.is_dir() else [p] if p.is_file() else []
+    base = Path(root).resolve()
+    rels = [f.resolve().relative_to(base).as_posix() for f in files]
+    with ThreadPoolExecutor(max(1, min(4, os.cpu_count() or 1, len(files)))) as pool:
+        return dict(zip(rels, pool.map(sha256_file, files)))
 
 
 def _tmp(path: Path) -> Path:
@@ -231,6 +302,8 @@ class RunLock:
     def __init__(self, root: str | os.PathLike) -> None:
         self.path = Path(root) / ".lock"
         self._fd: int | None = None
+        self._holder = ""
+        self._children: dict[int, str] = {}
 
     def acquire(self) -> None:
         import fcntl
@@ -248,21 +321,46 @@ class RunLock:
                 f"{self.path.parent} is in use by another run ({holder}); wait for it to finish or stop it, "
                 "then run the same command again"
             ) from None
-        os.ftruncate(fd, 0)
-        os.pwrite(fd, f"host {socket.gethostname()}, pid {os.getpid()}, since {time.strftime('%Y-%m-%d %H:%M:%S')}"
-                  .encode(), 0)
         self._fd = fd
+        self._holder = f"host {socket.gethostname()}, pid {os.getpid()}, since {time.strftime('%Y-%m-%d %H:%M:%S')}"
+        self._write_holder()
+        # A child process (accelerate launch, a vLLM engine) inherits the descriptor, and with it the
+        # lock: the directory stays locked until the child's group is gone, even if this process is killed.
+        from larpo.processes import hold_across_children
+
+        hold_across_children(self)
+
+    def _write_holder(self) -> None:
+        children = "".join(f"; child pid {pid} ({what})" for pid, what in self._children.items())
+        os.ftruncate(self._fd, 0)
+        os.pwrite(self._fd, (self._holder + children).encode(), 0)
+
+    def fileno(self) -> int:
+        if self._fd is None:
+            raise ValueError("the run lock is not held")
+        return self._fd
+
+    def note_child(self, pid: int, what: str | None) -> None:
+        """Name a child that holds the lock too (``what`` None: it is gone) in the lock file's text."""
+        if what is None:
+            self._children.pop(pid, None)
+        else:
+            self._children[pid] = what
+        if self._fd is not None:
+            self._write_holder()
 
     def release(self) -> None:
-        import fcntl
+        from larpo.processes import release_from_children
 
+        release_from_children(self)
         fd, self._fd = self._fd, None
         if fd is not None:
-            fcntl.flock(fd, fcntl.LOCK_UN)
+            # Closed, not unlocked: a child that still holds the descriptor keeps the lock until it is gone.
             os.close(fd)
 
     def __enter__(self) -> RunLock:
-        self.acquire()
+        if self._fd is None:  # taken already (``RunLock(root).acquire()`` then ``with``): keep it
+            self.acquire()
         return self
 
     def __exit__(self, *exc: object) -> None:

@@ -348,10 +348,35 @@ def apply_judge_shortcut(cfg: Any) -> None:
         cfg.judge = node
 
 
+def _non_finite(node: Any, prefix: str = "") -> list[str]:
+    """Every float of the config that is NaN or infinite (components' options included: ``loss.beta=inf``)."""
+    if isinstance(node, float):
+        return [] if math.isfinite(node) else [f"{prefix}={node!r} is not a finite number"]
+    if isinstance(node, dict):
+        return [p for k, v in node.items() for p in _non_finite(v, f"{prefix}.{k}" if prefix else str(k))]
+    if isinstance(node, list):
+        return [p for i, v in enumerate(node) for p in _non_finite(v, f"{prefix}[{i}]")]
+    return []
+
+
+def _plain(cfg: Any) -> Any:
+    """The config as plain containers, interpolations resolved where they can be (``${hydra:...}``
+    resolves only inside a Hydra run)."""
+    from omegaconf import OmegaConf
+
+    try:
+        return OmegaConf.to_container(cfg, resolve=True, enum_to_str=True)
+    except Exception:  # noqa: BLE001  (an unresolvable interpolation: the unresolved values are strings)
+        return OmegaConf.to_container(cfg, resolve=False, enum_to_str=True)
+
+
 def validate_options(cfg: Any) -> None:
     """Check every bounded option of ``cfg`` (a composed DictConfig) before any work is done."""
     apply_judge_shortcut(cfg)
     problems = _walk(Config, cfg, "")
+    # A bounded option already says so; every other float (a component's) must be finite too.
+    flagged = {p.split("=", 1)[0] for p in problems}
+    problems += [p for p in _non_finite(_plain(cfg)) if p.split("=", 1)[0] not in flagged]
     if cfg.stage != "all" and cfg.round is None:
         problems.append(f"stage={Stage(cfg.stage).value} needs round=<r>: the round whose stage to re-run")
     train = cfg.train
@@ -361,6 +386,103 @@ def validate_options(cfg: Any) -> None:
         problems.append(f"device={cfg.device!r} is not one of auto, cpu, cuda, cuda:N, mps")
     if problems:
         raise ConfigError("invalid option" + ("s" if len(problems) > 1 else "") + ": " + "; ".join(problems))
+
+
+def _schema_of(field_type: Any) -> Any:
+    """The dataclass of a sub-config field (``train: TrainConfig``), else None (an open node)."""
+    return field_type if isinstance(field_type, type) and is_dataclass(field_type) else None
+
+
+def _field_types(schema: Any) -> dict[str, Any]:
+    import typing
+
+    hints = typing.get_type_hints(schema)
+    return {f.name: _schema_of(hints.get(f.name)) for f in fields(schema)}
+
+
+def _unknown_key(key: str) -> str | None:
+    """Why ``key`` (a command-line override's key) is no option, with the nearest one; None if it may be one.
+
+    Checked against the schema (larpo/config.py) and the config groups (conf/); a key inside an open
+    node (a component's, ``loss.*``) is left to Hydra, which knows the chosen component.
+    """
+    import difflib
+
+    schema, known_path = Config, ""
+    groups = {p.name for p in CONF_DIR.iterdir() if p.is_dir()} | {"hydra", "local"}
+    for depth, part in enumerate(key.split(".")):
+        types = _field_types(schema)
+        known = set(types) | (groups if depth == 0 else set())
+        if part not in known:
+            near = difflib.get_close_matches(part, sorted(known), n=1, cutoff=0.6)
+            where = f"`{known_path[:-1]}` has" if known_path else "the config has"
+            hint = f"did you mean `{known_path}{near[0]}`?" if near else "the options are in larpo/config.py and conf/"
+            return f"unknown option `{key}`: {where} no key `{part}`; {hint}"
+        schema = types.get(part)
+        if schema is None:  # an open node, a group or a plain value: nothing more to check here
+            return None
+        known_path += part + "."
+    return None
+
+
+# Hydra's command-line flags that take a value, and those that choose another config (another schema).
+_FLAGS_WITH_VALUE = {"-cn", "--config-name", "-cp", "--config-path", "-cd", "--config-dir", "--experimental-rerun",
+                     "-c", "--cfg", "-p", "--package"}
+_OTHER_CONFIG = {"-cn", "--config-name", "-cp", "--config-path", "--experimental-rerun"}
+
+
+def check_override_keys(args: list[str]) -> str | None:
+    """A misspelt option on the command line, as one message with the nearest option (``did you mean
+    `loss`?``), before Hydra composes anything; None when every key may be an option.
+
+    Hydra refuses the same override (the schema is closed), but with a ``+key`` hint only.
+    """
+    from hydra.core.override_parser.overrides_parser import OverridesParser
+
+    names = {a.split("=", 1)[0] for a in args if a.startswith("-")}
+    if names & _OTHER_CONFIG:
+        return None
+    parser, skip = OverridesParser.create(), False
+    for arg in args:
+        if skip or arg.startswith("-"):
+            skip = not skip and arg in _FLAGS_WITH_VALUE
+            continue
+        try:
+            (o,) = parser.parse_overrides([arg])
+        except Exception:  # noqa: BLE001  (a syntax error: Hydra's own message says where)
+            continue
+        key = o.key_or_group
+        if o.is_add() or o.is_force_add() or o.is_delete() or o.package is not None or "/" in key:
+            continue
+        problem = None if key.split(".")[0] == "hydra" else _unknown_key(key)
+        if problem:
+            return problem
+    return None
+
+
+def _not_writable(path: Path) -> str | None:
+    """Why ``path`` (a folder to be, or that is) cannot be written, or None; checks its nearest existing folder."""
+    import os
+
+    folder = path
+    while not folder.exists() and folder != folder.parent:
+        folder = folder.parent
+    if os.access(folder, os.W_OK):
+        return None
+    read_only = bool(os.statvfs(folder).f_flag & os.ST_RDONLY)
+    return f"{folder} is on a read-only file system" if read_only else f"{folder} is not writable (permissions)"
+
+
+def check_run_dirs(args: list[str]) -> str | None:
+    """A ``run_dir=`` or ``hydra.run.dir=`` on the command line that cannot be written, refused before
+    Hydra composes (Hydra's own log file there would fail first, with a logging traceback)."""
+    for arg in args:
+        key, sep, value = arg.partition("=")
+        if sep and key.lstrip("+") in ("run_dir", "hydra.run.dir") and value and "$" not in value:
+            problem = _not_writable(Path(value).expanduser().absolute())
+            if problem:
+                return f"{key.lstrip('+')}={value}: {problem}; make it writable or choose another folder"
+    return None
 
 
 def _first(*values: Any) -> Any:

@@ -169,31 +169,68 @@ def pass_at_n(model, tokenizer, task, examples: Sequence, cfg, max_new_tokens: i
     return {f"pass@{k}": sum(pass_at_k(n, c, k) for c in counts) / len(counts) for k in ks}
 
 
-def held_out_metrics(ctx, r: int, model, tok) -> dict[str, Any]:
-    """Greedy outputs on the task's held-out prompts (eval_outputs.jsonl) and their metrics."""
-    from larpo.artifacts import write_jsonl
+def prompt_set(ids: Sequence[str]) -> str:
+    """A fingerprint of a set of held-out prompt ids (recorded in eval.json as ``eval_prompts``)."""
+    import hashlib
+
+    return hashlib.sha256("\n".join(sorted(ids)).encode()).hexdigest()[:16]
+
+
+def baseline_rows(ctx, r: int, examples: Sequence) -> list[dict] | None:
+    """Round 0's greedy outputs, the baseline of round r's comparisons, or None when there are none.
+
+    Checked before round r generates anything: two rounds evaluated on different prompt sets are
+    never compared (round 0 re-evaluated alone with another ``eval.n_prompts`` made the gain 0.0).
+    """
+    from larpo.schemas import EVAL_OUTPUTS
+    from larpo.stages import PipelineError
+
+    path = ctx.rd.eval_outputs(0)
+    if not path.exists():
+        ctx.rd.verify(0, "evaluate", [path], hashes=False)  # recorded but gone: named with its command
+        return None
+    base = ctx.read(0, "evaluate", path, EVAL_OUTPUTS).rows
+    ours, theirs = {ex.prompt_id for ex in examples}, {row["prompt_id"] for row in base}
+    if ours != theirs:
+        raise PipelineError(
+            f"round {r}'s held-out evaluation is on {len(ours)} prompts, round 0's ({path}) was on {len(theirs)} "
+            f"({len(ours & theirs)} in common): rounds evaluated on different prompt sets are never compared; "
+            "evaluate round 0 with this run's settings first (`stage=evaluate round=0`), or this round with "
+            "round 0's (the same eval.n_prompts)")
+    return base
+
+
+def held_out_metrics(ctx, r: int, model, tok) -> tuple[dict[str, Any], list[dict]]:
+    """Greedy outputs on the task's held-out prompts and their metrics; returns (metrics, the
+    eval_outputs.jsonl rows), written by the stage once everything else of the evaluation succeeded."""
     from larpo.preflight import alpaca_style_on
-    from larpo.schemas import EVAL_OUTPUTS, read_table
 
     cfg, task, reward = ctx.cfg.eval, ctx.task, ctx.reward
     examples = task.split("eval")[: cfg.n_prompts]
+    base = baseline_rows(ctx, r, examples) if r > 0 else None
     max_new = ctx.cfg.sampling.max_new_tokens
     rows = greedy_outputs(model, tok, reward, task, examples, cfg, max_new)
-    write_jsonl(ctx.rd.eval_outputs(r), rows)
     relative = bool(getattr(reward, "list_relative", False))
     metrics: dict[str, Any] = greedy_metrics(rows, relative)
+    metrics["eval_prompts"] = prompt_set([row["prompt_id"] for row in rows])
     if cfg.pass_at_max > 0 and cfg.pass_prompts > 0 and hasattr(task, "is_correct"):
         metrics.update(pass_at_n(model, tok, task, examples[: cfg.pass_prompts], cfg, max_new,
                                  derive_seed(ctx.cfg.seed, r, "eval")))
     alpaca_style = alpaca_style_on(cfg)
     if cfg.win_rate or alpaca_style:
-        base = read_table(ctx.rd.eval_outputs(0), EVAL_OUTPUTS).rows
+        if r == 0:
+            base = rows  # round 0 against itself: the reference point of every later round
+        elif base is None:
+            from larpo.stages import PipelineError
+
+            raise PipelineError(f"round {r}: the win rate against round 0 needs round 0's held-out outputs "
+                                f"({ctx.rd.eval_outputs(0)}); evaluate round 0 first (`stage=evaluate round=0`)")
         pairs = head_to_head(reward, {ex.prompt_id: ex.prompt for ex in examples}, rows, base) if relative else None
         if cfg.win_rate:
             metrics.update(against_baseline(rows, base, pairs))
         if alpaca_style:
             metrics.update(alpaca_style_win_rates(rows, base, pairs))
-    return metrics
+    return metrics, rows
 
 
 def alpaca_style_win_rates(rows: Sequence[dict], baseline: Sequence[dict], pair_scores=None) -> dict[str, Any]:

@@ -8,6 +8,8 @@ builds a model from a config instead of loading one.
 from __future__ import annotations
 
 import logging
+import os
+import re
 from pathlib import Path
 
 import torch
@@ -178,17 +180,38 @@ def save_checkpoint(model, tokenizer, path: str | Path, optimizer_state: dict | 
     path = Path(path)
     tmp = path.with_name(path.name + ".tmp")
     shutil.rmtree(tmp, ignore_errors=True)
-    if is_peft_model(model):
-        if base is None:
-            raise ValueError("saving a LoRA policy needs base= (the checkpoint its adapter applies to)")
-        save_adapter(model, tmp, path, base, state_dict)
-    else:
-        model.save_pretrained(tmp, state_dict=state_dict)
-    tokenizer.save_pretrained(tmp)
-    if optimizer_state is not None:
-        torch.save(optimizer_state, tmp / OPTIMIZER_FILE)
+    if is_peft_model(model) and base is None:
+        raise ValueError("saving a LoRA policy needs base= (the checkpoint its adapter applies to)")
+    try:
+        if is_peft_model(model):
+            save_adapter(model, tmp, path, base, state_dict)
+        else:
+            model.save_pretrained(tmp, state_dict=state_dict)
+        tokenizer.save_pretrained(tmp)
+        if optimizer_state is not None:
+            torch.save(optimizer_state, tmp / OPTIMIZER_FILE)
+    except BaseException as e:
+        shutil.rmtree(tmp, ignore_errors=True)  # a half-written checkpoint frees its space at once
+        converted = storage_error(e, tmp)
+        if converted is e:
+            raise
+        raise converted from e
     shutil.rmtree(path, ignore_errors=True)
     tmp.rename(path)
+
+
+_OS_ERROR = re.compile(r"\(os error (\d+)\)")
+
+
+def storage_error(e: BaseException, where: Path) -> BaseException:
+    """An OSError for a write that failed in native code: safetensors (Rust) and torch raise their
+    own types with the OS's words in the text ("File too large (os error 27)") where Python raises
+    OSError(errno); the pipeline turns the OSError into its storage message (disk full, ulimit -f)."""
+    match = _OS_ERROR.search(str(e)) if not isinstance(e, OSError) else None
+    if match is None:
+        return e
+    code = int(match.group(1))
+    return OSError(code, os.strerror(code), str(where))
 
 
 class SystemMessageError(ValueError):

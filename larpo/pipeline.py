@@ -29,7 +29,15 @@ from larpo.generation.plan import candidates_per_prompt, check_sampling
 from larpo.model import resolve_device, resolve_dtype
 from larpo.runs import command_record, resolve_run_dir, run_log, write_hydra_record
 from larpo.runs import portable as _portable
-from larpo.stages import ROUND_STAGES, ROUND_ZERO, STAGE_FUNCS, PipelineError, RunContext, summarize
+from larpo.stages import (
+    ROUND_STAGES,
+    ROUND_ZERO,
+    STAGE_FUNCS,
+    PipelineError,
+    RunContext,
+    stage_outputs,
+    summarize,
+)
 
 logger = logging.getLogger(__name__)
 
@@ -198,11 +206,14 @@ def build_context(cfg: DictConfig, metrics) -> RunContext:
     loss_fn = make(cfg.loss, "loss")
     check_sampling(cfg.sampling, task)  # cross-option and task-dependent sampling checks (e.g. hard negatives)
     n = candidates_per_prompt(cfg.sampling)  # samples + extras + ladder negatives
-    selector.validate(n)
+    try:
+        selector.validate(n)
+    except ValueError as e:  # how two options fit: a refusal of the config, like any other
+        raise ConfigError(str(e)) from None
     k = selector.list_size(n)
     if k < loss_fn.min_candidates:
-        raise ValueError(f"loss {loss_fn.name!r} needs lists of at least {loss_fn.min_candidates} candidates, "
-                         f"but select/sampling give lists of {k}")
+        raise ConfigError(f"loss {loss_fn.name!r} needs lists of at least {loss_fn.min_candidates} candidates, "
+                          f"but select/sampling give lists of {k}")
     if cfg.train.launcher == "accelerate":
         from larpo.launch import check_launch
 
@@ -215,16 +226,29 @@ def build_context(cfg: DictConfig, metrics) -> RunContext:
 
 
 # Errors of the storage itself: the stage's partial output is discarded or journaled, and the
-# same command resumes once the cause is fixed.
-_STORAGE_ERRNOS = {errno.ENOSPC, errno.EDQUOT, errno.EIO, errno.EROFS}
+# same command resumes once the cause is fixed (what to fix, by errno).
+_STORAGE_FIXES = {errno.ENOSPC: "free the space", errno.EDQUOT: "free the space (or raise the quota)",
+                  errno.EFBIG: "raise the file-size limit (`ulimit -f`)", errno.EIO: "fix the file system",
+                  errno.EROFS: "make the file system writable", errno.EACCES: "make the run directory writable"}
 
 
 def run_stage(ctx: RunContext, r: int, stage: str, force: bool = False) -> bool:
-    """Run one stage unless its marker exists; returns whether it ran."""
+    """Run one stage unless its marker exists; returns whether it ran.
+
+    The marker, written last, records the sha256 of the stage's outputs (stages.stage_outputs),
+    which later stages check before they read them. An evaluation whose outputs are gone though
+    its marker stays is redone (only later evaluations and the summary read them); a missing output
+    of another stage is refused with its name when a stage reads it.
+    """
     if ctx.rd.is_done(r, stage) and not force:
-        logger.debug("round %d %s: done, skipped", r, stage)
-        return False
-    ctx.rd.clear_done(r, stage)
+        gone = ctx.rd.missing(r, stage) if stage == "evaluate" else []
+        if not gone:
+            logger.debug("round %d %s: done, skipped", r, stage)
+            return False
+        logger.warning("round %d %s is marked done but %s %s gone: evaluating again", r, stage,
+                       ", ".join(gone), "is" if len(gone) == 1 else "are")
+    if stage != "evaluate":  # an evaluation clears its marker only when it writes (stage_evaluate)
+        ctx.rd.clear_done(r, stage)
     t0 = time.perf_counter()
     logger.info("round %d: %s ...", r, stage)
     try:
@@ -233,13 +257,13 @@ def run_stage(ctx: RunContext, r: int, stage: str, force: bool = False) -> bool:
         logger.error("interrupted in round %d, stage %s; run the same command to resume", r, stage)
         raise
     except OSError as e:
-        if e.errno not in _STORAGE_ERRNOS:
+        if e.errno not in _STORAGE_FIXES:
             raise
         raise PipelineError(
             f"round {r}, stage {stage}: {e.strerror} ({e.filename or 'while writing'}); nothing of this stage "
-            "was kept but its journal; free the space (or fix the file system) and run the same command to resume"
+            f"was kept but its journal; {_STORAGE_FIXES[e.errno]} and run the same command to resume"
         ) from e
-    ctx.rd.mark_done(r, stage)
+    ctx.rd.mark_done(r, stage, stage_outputs(ctx.rd, r, stage))
     logger.info("round %d: %s done in %.1f s", r, stage, time.perf_counter() - t0)
     return True
 
@@ -263,12 +287,28 @@ def rerun_one(ctx: RunContext, stage: str, r: int | None) -> None:
         downstream = [(r, s) for s in stages_of(r)[stages_of(r).index(stage) + 1 :]]
         downstream += [(q, s) for q in range(r + 1, ctx.cfg.rounds + 1) for s in stages_of(q)]
     cleared = [f"round {q} {s}" for q, s in downstream if ctx.rd.is_done(q, s)]
-    for q, s in downstream:
-        ctx.rd.clear_done(q, s)
+    if stage == "evaluate":  # cleared only when the new evaluation writes: a failed one changes nothing
+        ctx.invalidates = list(downstream)
+    else:
+        for q, s in downstream:
+            ctx.rd.clear_done(q, s)
     if cleared:
-        logger.warning("cleared done markers downstream of round %d %s: %s; a plain run recomputes them",
-                       r, stage, ", ".join(cleared))
+        logger.warning("%s done markers downstream of round %d %s: %s; a plain run recomputes them",
+                       "clearing" if stage == "evaluate" else "cleared", r, stage, ", ".join(cleared))
     run_stage(ctx, r, stage, force=True)
+
+
+def _locked(rd: RunDir) -> RunLock:
+    """The run directory's lock, taken; a directory that cannot be written is named with the fix."""
+    lock = RunLock(rd.root)
+    try:
+        lock.acquire()
+    except OSError as e:
+        if e.errno not in _STORAGE_FIXES and e.errno != errno.EPERM:
+            raise
+        raise PipelineError(f"cannot write to the run directory {rd.root} ({e.strerror}: {e.filename}): "
+                            "make it writable, or choose another run_dir=") from None
+    return lock
 
 
 def run(cfg: DictConfig) -> dict:
@@ -300,7 +340,7 @@ def run(cfg: DictConfig) -> dict:
     preflight(ctx)
     check_run_dir(rd, cfg)
     # Nothing is written before this point: a refused command leaves no directory and changes no file.
-    with RunLock(rd.root), run_log(rd.root):
+    with _locked(rd), run_log(rd.root):
         if check_run_dir(rd, cfg):  # again under the lock: another process may have started it meanwhile
             write_manifest(rd, cfg)
         write_hydra_record(rd.root, cfg)
@@ -310,13 +350,25 @@ def run(cfg: DictConfig) -> dict:
         with logging_run(metrics, resolved, rd.root, run_name=run_name, group=group):
             if cfg.stage == "all":
                 for r in range(cfg.rounds + 1):
-                    for stage in stages_of(r):
-                        run_stage(ctx, r, stage)
-                    summarize(rd, cfg.rounds)
+                    ran = [run_stage(ctx, r, stage) for stage in stages_of(r)]
+                    if any(ran):  # a summary after each round that did work; a refusal later changes nothing
+                        summarize(rd)
             else:
                 rerun_one(ctx, Stage(cfg.stage).value, cfg.round)
-            summary = summarize(rd, cfg.rounds)
+            summary = summarize(rd)
             metrics.log_summary({"rounds": summary["rounds"]})
             if summary["rounds"]:
                 logger.info("per-round results (%s):\n%s", rd.summary, write_report(rd.root))
     return summary
+
+
+def refusals() -> tuple[type[BaseException], ...]:
+    """The errors that refuse a command with a message saying what to do (run.py prints that one
+    message, no traceback); any other exception is a bug and keeps its traceback."""
+    from larpo.artifacts import ArtifactError, RunLockedError
+    from larpo.evals.judges import JudgeError, MissingAPIKeyError
+    from larpo.model import CheckpointError
+    from larpo.tasks.base import TaskDataError
+
+    return (ConfigError, PipelineError, ArtifactError, RunLockedError, CheckpointError, TaskDataError, JudgeError,
+            MissingAPIKeyError)

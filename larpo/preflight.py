@@ -303,6 +303,37 @@ def check_extras(cfg) -> None:
                     "left out; pip install -e '.[eval]' adds them")
 
 
+def evaluation_pending(ctx: RunContext) -> bool:
+    """Whether this command will run an evaluation (forced, or a round not yet evaluated)."""
+    cfg = ctx.cfg
+    if cfg.stage != "all":
+        return cfg.stage == "evaluate"
+    return any(not ctx.rd.is_done(r, "evaluate") or ctx.rd.missing(r, "evaluate") for r in range(cfg.rounds + 1))
+
+
+def check_evaluation(ctx: RunContext) -> None:
+    """The benchmarks' judge and data, checked at start-up when an evaluation is to run: an unreachable
+    or failing judge, a missing data file, a judge that cannot judge open questions were found only
+    after minutes of generation."""
+    from hydra.errors import InstantiationException
+
+    from larpo.evals.bench import check_benchmarks
+    from larpo.evals.judges import JudgeError, MissingAPIKeyError
+
+    if not evaluation_pending(ctx):
+        return
+    try:
+        checked = check_benchmarks(ctx.cfg.eval, ctx.cfg.judge, ctx.reward)
+    except (JudgeError, MissingAPIKeyError):
+        raise
+    except InstantiationException as e:
+        raise PipelineError(f"benchmarks: {e.__cause__ or e}") from None
+    except (OSError, ValueError, TypeError) as e:
+        raise PipelineError(f"benchmarks: {e}") from None
+    if checked:
+        logger.info("benchmarks %s: judge and data checked", ", ".join(checked))
+
+
 def preflight(ctx: RunContext) -> None:
     """Every check that needs the components; logs the plan when all pass."""
     cfg = ctx.cfg
@@ -317,4 +348,5 @@ def preflight(ctx: RunContext) -> None:
     n_params = count_parameters(model_cfg)
     if platform == "cpu":
         check_vllm_cpu(cfg, model_cfg, n_params, ctx.dtype)
+    check_evaluation(ctx)
     logger.info(plan(ctx, n_params, longest, platform))

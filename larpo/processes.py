@@ -13,7 +13,14 @@ of its own). Both go through :func:`supervised`, which gives every child
   core are killed), an error, Ctrl-C, SIGTERM/SIGHUP: SIGTERM to the group, then SIGKILL to
   whatever is left after ``grace`` seconds;
 - **its output in a log file** when one is given, whose last lines :func:`log_tail` quotes
-  when the child fails.
+  when the child fails;
+- **the run's lock**: the lock file's descriptor (:func:`hold_across_children`) is passed down
+  (``pass_fds``), and ``flock`` locks belong to the open file description, so the run directory
+  stays locked while the child lives, even if the pipeline itself is killed; the lock file's text
+  names the child's pid. A resume started at once waits for (is refused by) the old group.
+
+The pipeline's own SIGTERM (what SLURM preemption sends) and SIGHUP are turned into an interrupt
+(:func:`signals_as_interrupts`): the same clean-up as Ctrl-C runs, the children's groups included.
 
 Only the standard library is imported: children import this module before anything heavy.
 """
@@ -44,6 +51,50 @@ def _on_parent_death(sig: int = signal.SIGTERM) -> None:
         ctypes.CDLL(None, use_errno=True).prctl(_PR_SET_PDEATHSIG, int(sig), 0, 0, 0)
     except (OSError, AttributeError):  # no prctl: the parent's own clean-up paths still apply
         pass
+
+
+class Terminated(KeyboardInterrupt):
+    """SIGTERM or SIGHUP to the pipeline, raised like Ctrl-C so every clean-up path runs; ``signum`` gives
+    the exit status (128 + signum: 143, 129)."""
+
+    def __init__(self, signum: int) -> None:
+        super().__init__(signal.Signals(signum).name)
+        self.signum = signum
+
+
+@contextlib.contextmanager
+def signals_as_interrupts(signums: Sequence[int] = (signal.SIGTERM, signal.SIGHUP)) -> Iterator[None]:
+    """While the block runs, the first SIGTERM/SIGHUP raises :class:`Terminated`; a later one (SLURM may
+    repeat itself) is logged and does not interrupt the clean-up the first one started."""
+    state = {"raised": False}
+
+    def handler(signum, frame):  # noqa: ARG001
+        if state["raised"]:
+            logger.warning("%s again: still stopping", signal.Signals(signum).name)
+            return
+        state["raised"] = True
+        raise Terminated(signum)
+
+    previous = {sig: signal.signal(sig, handler) for sig in signums}
+    try:
+        yield
+    finally:
+        for sig, old in previous.items():
+            signal.signal(sig, old)
+
+
+# Locks whose descriptor every supervised child inherits (the run directory's RunLock).
+_HELD: list = []
+
+
+def hold_across_children(lock) -> None:
+    """``lock`` (``fileno()``, ``note_child(pid, what)``) stays held by every child started from now on."""
+    _HELD.append(lock)
+
+
+def release_from_children(lock) -> None:
+    if lock in _HELD:
+        _HELD.remove(lock)
 
 
 def group_alive(pgid: int) -> bool:
@@ -96,16 +147,30 @@ def supervised(cmd: Sequence[str], env: dict[str, str] | None = None, log_path: 
     if log_path is not None:
         log_path.parent.mkdir(parents=True, exist_ok=True)
         out = open(log_path, "wb")  # noqa: SIM115  (closed in the finally below)
+    locks = list(_HELD)
     try:
         proc = subprocess.Popen(list(cmd), env=env, stdout=out, stderr=subprocess.STDOUT if out else None,
-                                start_new_session=True, preexec_fn=_on_parent_death, pass_fds=tuple(pass_fds))
+                                start_new_session=True, preexec_fn=_on_parent_death,
+                                pass_fds=tuple(pass_fds) + tuple(lock.fileno() for lock in locks))
         try:
+            for lock in locks:
+                lock.note_child(proc.pid, _what(cmd))
             yield proc
         finally:
             stop_group(proc, grace)
+            for lock in locks:
+                lock.note_child(proc.pid, None)
     finally:
         if out is not None:
             out.close()
+
+
+def _what(cmd: Sequence[str]) -> str:
+    """A short name of a child's command for the lock file: its modules (``-m x``), script or program."""
+    cmd = list(cmd)
+    modules = [cmd[i + 1] for i, a in enumerate(cmd[:-1]) if a == "-m"]
+    scripts = [Path(a).name for a in cmd[1:] if a.endswith(".py")]
+    return " ".join(modules) if modules else scripts[0] if scripts else Path(cmd[0]).name
 
 
 def die_with_group() -> None:

@@ -7,7 +7,7 @@ atomically and leaves its ``.done`` marker last; the pipeline decides which to r
 from __future__ import annotations
 
 import logging
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -15,7 +15,15 @@ import torch
 
 from larpo.artifacts import BatchJournal, RunDir, read_json, write_json, write_jsonl
 from larpo.generate import candidates_per_prompt, check_sampling, derive_seed, generate_candidates
-from larpo.model import CheckpointError, build_model, is_checkpoint, load_model, load_tokenizer, save_checkpoint
+from larpo.model import (
+    CheckpointError,
+    build_model,
+    is_adapter_checkpoint,
+    is_checkpoint,
+    load_model,
+    load_tokenizer,
+    save_checkpoint,
+)
 from larpo.schemas import GENERATIONS, LISTS, SCORES, Table, check_candidates, check_ids, read_table
 
 logger = logging.getLogger(__name__)
@@ -43,14 +51,20 @@ class RunContext:
     metrics: Any  # a larpo.loggers.RunLogger
     device: torch.device
     dtype: torch.dtype
+    # Markers a forced evaluation makes stale, cleared only when it writes its outputs (pipeline.rerun_one).
+    invalidates: list[tuple[int, str]] = field(default_factory=list)
 
     def checkpoint(self, r: int) -> Path:
+        """Round r's checkpoint folder, its files checked against the sha256 its stage recorded."""
         path = self.rd.checkpoint(r)
         if not is_checkpoint(path):
             raise PipelineError(
                 f"the round-{r} checkpoint is missing at {path}; run the earlier stages first "
                 f"(`python run.py` without stage=) or re-create it with `stage={'sft' if r == 0 else 'train'} round={r}`"
             )
+        self.rd.verify(r, checkpoint_stage(r), [path])
+        if r > 0 and is_adapter_checkpoint(path):  # a LoRA round's adapter applies to round 0's weights
+            self.rd.verify(0, "sft", [self.rd.checkpoint(0)])
         return path
 
     def load_policy(self, r: int):
@@ -65,10 +79,46 @@ class RunContext:
 
     def generations(self, r: int) -> Table:
         n = candidates_per_prompt(self.cfg.sampling)  # samples + extra and ladder negatives
-        return read_table(self.rd.generations(r), GENERATIONS, n_candidates=(n, n))
+        return self.read(r, "generate", self.rd.generations(r), GENERATIONS, (n, n))
+
+    def read(self, r: int, stage: str, path: Path, schema, n_candidates=(1, None), check=None) -> Table:
+        """An artifact that round r's ``stage`` wrote: there (else named with the command that re-creates
+        it), valid line by line (and by ``check(table)``, cross-file checks), then its sha256 as recorded:
+        the line checks' messages say more, and nothing is used before the checksum passed."""
+        self.rd.verify(r, stage, [path], hashes=False)
+        table = read_table(path, schema, n_candidates=n_candidates)
+        if check is not None:
+            check(table)
+        self.rd.verify(r, stage, [path])
+        return table
+
+    def clear_for_writing(self, r: int, stage: str) -> None:
+        """Right before a stage replaces its outputs: its marker, and those its new outputs make stale."""
+        for q, other in [(r, stage), *self.invalidates]:
+            self.rd.clear_done(q, other)
+        self.invalidates = []
 
     def log(self, metrics: dict) -> None:
         self.metrics.log(metrics)
+
+
+def checkpoint_stage(r: int) -> str:
+    """The stage that writes round r's checkpoint."""
+    return "sft" if r == 0 else "train"
+
+
+def stage_outputs(rd: RunDir, r: int, stage: str) -> list[Path]:
+    """The files (and folders) a finished stage leaves, whose sha256 its done marker records."""
+    rdir = rd.round_dir(r)
+    outputs = {
+        "sft": [rd.checkpoint(0), rd.train_log(0)],
+        "generate": [rd.generations(r)],
+        "score": [rd.scores(r)],
+        "select": [rd.lists(r)],
+        "train": [rd.checkpoint(r), rd.train_log(r), rdir / "train_steps.jsonl"],
+        "evaluate": [rd.eval(r), *sorted(rdir.glob("eval_*.jsonl"))],  # eval_outputs.jsonl and the benchmarks'
+    }[stage]
+    return [p for p in outputs if p.exists()]
 
 
 def round_prompts(ctx: RunContext, r: int) -> list:
@@ -123,10 +173,12 @@ def stage_score(ctx: RunContext, r: int) -> None:
 def _scored_round(ctx: RunContext, r: int) -> tuple[Table, Table]:
     """Round r's generations and scores, validated and matched candidate by candidate."""
     gens = ctx.generations(r)
-    scores = read_table(ctx.rd.scores(r), SCORES)
-    check_ids(scores, gens)
-    check_candidates(scores, gens, "rewards", "responses")
-    return gens, scores
+
+    def matches(scores: Table) -> None:
+        check_ids(scores, gens)
+        check_candidates(scores, gens, "rewards", "responses")
+
+    return gens, ctx.read(r, "score", ctx.rd.scores(r), SCORES, check=matches)
 
 
 def stage_select(ctx: RunContext, r: int) -> None:
@@ -161,17 +213,22 @@ def stage_train(ctx: RunContext, r: int) -> None:
     ``accelerate launch`` (larpo/launch.py); both write the same checkpoint and train.json."""
     from larpo.train_round import train_round
 
-    rows = read_table(ctx.rd.lists(r), LISTS, n_candidates=(ctx.loss_fn.min_candidates, None))
-    check_ids(rows, ctx.generations(r), exact=False)
-    ctx.checkpoint(r - 1)  # a missing checkpoint is reported here, not inside a child process
+    gens = ctx.generations(r)
+    ctx.read(r, "select", ctx.rd.lists(r), LISTS, (ctx.loss_fn.min_candidates, None),
+             check=lambda rows: check_ids(rows, gens, exact=False))
+    ctx.checkpoint(r - 1)  # a missing or damaged checkpoint is reported here, not inside a child process
     log = lambda m: ctx.log({**m, "round": r})  # noqa: E731
     if ctx.cfg.train.launcher == "accelerate":
         from larpo.launch import launch_train
 
         launch_train(ctx.cfg.train, ctx.rd, r, ctx.device, log)
         return
+    from larpo.train import NonFiniteLossError
+
     try:
         train_round(ctx.cfg, ctx.rd, r, ctx.loss_fn, ctx.dtype, ctx.device, log)
+    except NonFiniteLossError as e:
+        raise PipelineError(f"round {r}, stage train: {e}") from None
     except CheckpointError as e:
         redo = "stage=sft round=0" if r == 1 else f"stage=train round={r - 1}"
         raise PipelineError(f"{e}; the round-{r - 1} checkpoint is damaged: re-create it with `{redo}`") from e
@@ -183,10 +240,13 @@ def stage_evaluate(ctx: RunContext, r: int) -> None:
     Metrics already in eval.json that this evaluation does not produce are kept, so a benchmark
     run alone on a checkpoint (``stage=evaluate round=2 eval=[alpacaeval2]``) adds to it. With
     ``sampling.backend=vllm`` the answers come from a vLLM engine in a child process
-    (larpo/generation/vllm_server.py; its log is ``round_<r>/eval_vllm.log``), else from HF.
+    (larpo/generation/vllm_server.py; its log is ``round_<r>/eval_vllm.log``), else from HF. Nothing
+    is written (and no marker cleared) until every part succeeded: a failed benchmark leaves the
+    round's evaluation as it was, and never touches the task's files.
     """
     import contextlib
 
+    ctx.rd.verify(r, "evaluate", stage_outputs(ctx.rd, r, "evaluate"))  # what is kept must be intact
     with contextlib.ExitStack() as stack:
         if ctx.cfg.sampling.backend == "vllm":
             from larpo.generation.vllm_server import served_policy
@@ -202,36 +262,61 @@ def stage_evaluate(ctx: RunContext, r: int) -> None:
 
 
 def _evaluate(ctx: RunContext, r: int, model, tok) -> None:
-    from larpo.evals.bench import run_benchmarks
+    from larpo.evals.bench import BENCHMARKS, run_benchmarks
     from larpo.evaluate import held_out_metrics
 
     metrics = dict(read_json(ctx.rd.eval(r))) if ctx.rd.eval(r).exists() else {}
+    # A part that runs again replaces all of its own earlier numbers (a key it no longer gives must go).
+    redone = {name for name in BENCHMARKS if ctx.cfg.eval.get(name)} | ({None} if ctx.cfg.eval.held_out else set())
+    metrics = {k: v for k, v in metrics.items() if _part(k) not in redone}
+    files: dict[Path, list[dict]] = {}
     if ctx.cfg.eval.held_out:
         with reward_loaded(ctx.reward):  # one load of a reward model for all the stage's batches
-            metrics.update(held_out_metrics(ctx, r, model, tok))
+            held_out, files[ctx.rd.eval_outputs(r)] = held_out_metrics(ctx, r, model, tok)
+        metrics.update(held_out)
 
-    def write_rows(name: str, rows: list[dict]) -> None:
-        write_jsonl(ctx.rd.round_dir(r) / f"eval_{name}.jsonl", rows)
+    def keep_rows(name: str, rows: list[dict]) -> None:
+        files[ctx.rd.round_dir(r) / f"eval_{name}.jsonl"] = rows
         ctx.metrics.log_table(f"eval/{name}/outputs_round{r}", rows)
 
-    def write_file(name: str, key: str, data: Any) -> None:  # e.g. round_2/alpacaeval2/model_outputs.json
-        write_json(ctx.rd.round_dir(r) / name / f"{key}.json", data)
+    official: dict[Path, Any] = {}
+
+    def keep_file(name: str, key: str, data: Any) -> None:  # e.g. round_2/alpacaeval2/model_outputs.json
+        official[ctx.rd.round_dir(r) / name / f"{key}.json"] = data
 
     # The generator names the run (its directory) and the round: alpaca_eval's leaderboard row.
     metrics.update(run_benchmarks(ctx.cfg.eval, ctx.cfg.judge, ctx.reward, model, tok,
-                                  f"{ctx.rd.root.name}_round{r}", write_rows, write_file))
+                                  f"{ctx.rd.root.name}_round{r}", keep_rows, keep_file))
+    ctx.clear_for_writing(r, "evaluate")
+    for path, rows in files.items():
+        write_jsonl(path, rows)
+    for path, data in official.items():
+        write_json(path, data)
     write_json(ctx.rd.eval(r), metrics)
     ctx.log({**{f"eval/{k}": v for k, v in metrics.items() if isinstance(v, (int, float))}, "round": r})
 
 
-def summarize(rd: RunDir, rounds: int) -> dict:
-    """summary.json from every finished round's eval.json and train.json."""
+def _part(key: str) -> str | None:
+    """Which part of an evaluation an eval.json key belongs to: a benchmark's name, or None (the task's)."""
+    from larpo.evals.bench import BENCHMARKS
+
+    head = key.split("/", 1)[0]
+    return head if "/" in key and head in BENCHMARKS else None
+
+
+def summarize(rd: RunDir) -> dict:
+    """summary.json from every finished round on disk (round 0 up to the first round not evaluated),
+    whatever ``rounds`` this command asks for: a lower ``rounds=`` never drops a finished round."""
     out = []
-    for r in range(rounds + 1):
-        if not rd.eval(r).exists():
-            break
-        train = read_json(rd.train_log(r)) if rd.train_log(r).exists() else {}
+    r = 0
+    while rd.is_done(r, "evaluate"):
+        rd.verify(r, "evaluate", [rd.eval(r)])
+        train = {}
+        if rd.train_log(r).exists():
+            rd.verify(r, checkpoint_stage(r), [rd.train_log(r)])
+            train = read_json(rd.train_log(r))
         out.append({"round": r, "eval": read_json(rd.eval(r)), "train": train})
+        r += 1
     summary = {"rounds": out}
     write_json(rd.summary, summary)
     return summary

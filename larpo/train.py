@@ -9,6 +9,7 @@ all candidates of a list share one forward pass. Reference log-probs come from
 from __future__ import annotations
 
 import logging
+import math
 import random
 import time
 from collections.abc import Callable, Sequence
@@ -18,6 +19,12 @@ import torch
 from larpo.logprobs import EncodedList, encode_lists, pack_by_tokens, sequence_logps, to_padded
 
 logger = logging.getLogger(__name__)
+
+
+class NonFiniteLossError(RuntimeError):
+    """The loss became NaN or infinite: training stops there, before the optimizer step and before
+    anything is saved (a checkpoint trained to NaN must never be marked done)."""
+
 
 
 def _fusable(params: Sequence[torch.Tensor]) -> bool:
@@ -143,6 +150,11 @@ def train_on_lists(
                 m = _micro_step(model, loss_fn, [rows[i] for i in idx], [lists[i] for i in idx],
                                 tokenizer.pad_token_id, scale=weight * runner.loss_factor, backward=runner.backward,
                                 **forward_options(cfg))
+            if not math.isfinite(m["loss"]):  # before this step's update: the weights are still finite
+                raise NonFiniteLossError(
+                    f"the loss is {m['loss']} at optimizer step {step + 1} of {total} (epoch {epoch + 1}); "
+                    "training stopped before that step's update and nothing was saved: lower train.lr or "
+                    "the loss's beta, or check the lists' rewards and ref_logps")
             if not real:
                 continue
             for k, v in m.items():  # list-weighted mean over micro-batches

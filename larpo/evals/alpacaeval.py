@@ -278,6 +278,17 @@ class AlpacaEval2:
         self.df_gamed_path, self.instruction_difficulty_path = df_gamed_path, instruction_difficulty_path
         self.max_instances, self.seed, self.offline, self.note = max_instances, seed, offline, note
 
+    def check(self) -> None:
+        """Start-up: the reference (a configured file, or the hub), every configured data file and the
+        annotator config are there, before any answer is generated."""
+        load_reference(self.reference_path)
+        for setting in ("df_gamed_path", "instruction_difficulty_path"):  # unset: LC is absent if unreachable
+            path = getattr(self, setting)
+            if path is not None and not Path(path).is_file():
+                raise FileNotFoundError(f"{setting}={path}: no such file")
+        with tempfile.TemporaryDirectory(prefix="larpo-alpacaeval-") as tmp:
+            resolve_annotator(self.annotator or self.judge.default_annotator, tmp)
+
     def __call__(self, generate_fn: Callable[[list[str]], list[str]], generator_name: str,
                  workdir: str | Path | None = None) -> dict[str, Any]:
         reference = load_reference(self.reference_path)

@@ -79,6 +79,27 @@ def flatten(name: str, result: dict) -> dict[str, Any]:
     return _clean(out)
 
 
+def _needs_judge(name: str, node: Any) -> bool:
+    return name in ALPACA_BENCHMARKS or node.get("parser") == "model"
+
+
+def check_benchmarks(eval_cfg: Any, judge_cfg: Any, reward: Any) -> list[str]:
+    """Start-up checks of the configured benchmarks, before any work: the judge answers one small
+    request (or, offline, can judge at all: a task's verifier cannot judge open questions), and every
+    benchmark's data files are there. Returns the benchmarks checked."""
+    chosen = [name for name in BENCHMARKS if eval_cfg.get(name)]
+    judge = None
+    for name in chosen:
+        node = eval_cfg[name]
+        if _needs_judge(name, node) and judge is None:
+            judge = build_judge(judge_cfg, reward)
+            if judge is None:
+                raise ValueError(f"eval.{name} needs a judge and none is configured (judge=...)")
+            judge.check()
+        instantiate(node, judge=judge if _needs_judge(name, node) else None).check()
+    return chosen
+
+
 def run_benchmarks(eval_cfg: Any, judge_cfg: Any, reward: Any, model, tokenizer, generator_name: str,
                    write_rows: Callable[[str, list[dict]], None],
                    write_file: Callable[[str, str, Any], None] | None = None) -> dict[str, Any]:
@@ -93,7 +114,7 @@ def run_benchmarks(eval_cfg: Any, judge_cfg: Any, reward: Any, model, tokenizer,
     metrics: dict[str, Any] = {}
     for name in chosen:
         node = eval_cfg[name]
-        needs_judge = name in ALPACA_BENCHMARKS or node.get("parser") == "model"
+        needs_judge = _needs_judge(name, node)
         if needs_judge and judge is None:
             judge = build_judge(judge_cfg, reward)
         logger.info("benchmark %s (judge: %s)", name, getattr(judge, "name", None) if needs_judge else "none")

@@ -52,7 +52,12 @@ class MissingAPIKeyError(RuntimeError):
     """A judge that needs an API key was built without the environment variable holding it."""
 
 
-class JudgeHTTPError(RuntimeError):
+class JudgeError(RuntimeError):
+    """A judge cannot give a verdict (unreachable, failing, or answering what cannot be read), after
+    the bounded retries; the message names the judge (and its URL) and never holds the key."""
+
+
+class JudgeHTTPError(JudgeError):
     """The judge's server failed (after the bounded retries); the message never holds the key."""
 
 
@@ -146,27 +151,44 @@ class OpenAICompatibleJudge:
                 pass
         return min(self.backoff * 2**attempt, self.max_backoff) * (0.5 + random.random() / 2)
 
-    def chat(self, messages: Messages, **params: Any) -> dict:
-        """One chat-completions call (with bounded retries); returns the parsed JSON response."""
+    def chat(self, messages: Messages, attempts: int | None = None, **params: Any) -> dict:
+        """One chat-completions call (with bounded retries); returns the parsed JSON response.
+
+        A reply that cannot be read (not JSON, e.g. an HTML page sent with status 200; no choices; an
+        empty or null ``content``) is a judge error like a 5xx: retried with backoff, then a
+        :class:`JudgeError` naming the judge and the URL, never a bare JSONDecodeError/IndexError
+        and never an empty verdict scored as if the judge had spoken.
+        """
         payload = {"model": self.model, "messages": messages, "temperature": self.temperature,
                    "max_tokens": self.max_tokens, **{k: v for k, v in params.items() if v is not None}}
         body, url = json.dumps(payload).encode(), f"{self.base_url}/chat/completions"
-        for attempt in range(self.max_retries + 1):
+        tries = self.max_retries + 1 if attempts is None else max(1, attempts)
+        for attempt in range(tries):
             request = urllib.request.Request(url, data=body, headers=self._headers(), method="POST")
+            error: type[JudgeError] = JudgeHTTPError
             try:
                 with urllib.request.urlopen(request, timeout=self.timeout) as response:
-                    return json.loads(response.read())
+                    raw, kind = response.read(), response.headers.get("Content-Type", "?")
+                reply, reason = _read_reply(raw, kind)
+                if reason is None:
+                    return reply
+                retry, wait, error = True, self._wait(attempt, None), JudgeError
             except urllib.error.HTTPError as err:
                 reason = f"HTTP {err.code}: {err.read()[:500].decode(errors='replace')}"
                 retry, wait = err.code in RETRY_STATUS, self._wait(attempt, err.headers.get("Retry-After"))
             except (urllib.error.URLError, TimeoutError, ConnectionError) as err:
                 reason, retry, wait = f"{type(err).__name__}: {err}", True, self._wait(attempt, None)
             reason = self._scrub(reason)
-            if not retry or attempt == self.max_retries:
-                raise JudgeHTTPError(f"judge {self.name!r} at {url}: {reason} (attempt {attempt + 1})") from None
-            logger.warning("judge %s: %s; retry %d/%d in %.2fs", self.name, reason, attempt + 1, self.max_retries, wait)
+            if not retry or attempt == tries - 1:
+                raise error(f"judge {self.name!r} at {url}: {reason} (attempt {attempt + 1} of {tries})") from None
+            logger.warning("judge %s: %s; retry %d/%d in %.2fs", self.name, reason, attempt + 1, tries - 1, wait)
             time.sleep(wait)
         raise AssertionError("unreachable")
+
+    def check(self) -> None:
+        """Start-up: one small request (at most two tries), so an unreachable, failing or stalled judge
+        is refused before any answer is generated for it."""
+        self.chat([{"role": "user", "content": "Reply with the single word: ok"}], attempts=2, max_tokens=8)
 
     def _map(self, fn, items: Sequence) -> list:
         if self.concurrency == 1 or len(items) <= 1:
@@ -176,7 +198,7 @@ class OpenAICompatibleJudge:
 
     def complete(self, prompts: Sequence[Messages], max_tokens: int | None = None) -> list[str]:
         def one(messages: Messages) -> str:
-            return self.chat(messages, max_tokens=max_tokens)["choices"][0]["message"].get("content") or ""
+            return self.chat(messages, max_tokens=max_tokens)["choices"][0]["message"]["content"]
 
         return self._map(one, list(prompts))
 
@@ -195,7 +217,7 @@ class OpenAICompatibleJudge:
             start = time.perf_counter()
             response = self.chat(chatml_to_messages(prompt), **params)
             choice = dict(response["choices"][0])
-            choice["text"] = (choice.get("message") or {}).get("content") or " "  # alpaca_eval: never empty
+            choice["text"] = choice["message"]["content"]  # never empty: chat() refuses an empty verdict
             tokens = (response.get("usage") or {}).get("total_tokens")
             price = tokens * self.price_per_token if tokens is not None and self.price_per_token else math.nan
             return choice | {"_price": price}, time.perf_counter() - start
@@ -205,6 +227,21 @@ class OpenAICompatibleJudge:
         return {"completions": [c["text"] for c in choices], "completions_all": choices,
                 "price_per_example": [c.pop("_price") for c in choices],
                 "time_per_example": [t for _, t in results]}
+
+
+def _read_reply(raw: bytes, content_type: str) -> tuple[dict, str | None]:
+    """(the reply, None) when it holds a verdict to read, else (…, what is wrong with it)."""
+    try:
+        reply = json.loads(raw)
+    except ValueError:
+        return {}, f"the reply is not JSON ({content_type}: {raw[:200].decode(errors='replace')!r})"
+    choices = reply.get("choices") if isinstance(reply, dict) else None
+    if not isinstance(choices, list) or not choices or not isinstance(choices[0], dict):
+        return reply, f"the reply has no choices ({raw[:200].decode(errors='replace')!r})"
+    content = (choices[0].get("message") or {}).get("content")
+    if not isinstance(content, str) or not content.strip():
+        return reply, f"the reply's message content is {content!r}: no verdict to read"
+    return reply, None
 
 
 class HFLocalJudge(_TextJudgeForAlpacaEval):
@@ -235,6 +272,18 @@ class HFLocalJudge(_TextJudgeForAlpacaEval):
             self._tokenizer = load_tokenizer(self.pretrained)
             self._tokenizer.padding_side = "left"  # generation continues from the right edge
             self._model = load_model(self.pretrained, resolve_dtype(self.dtype), resolve_device(self.device))
+
+    def check(self) -> None:
+        """Start-up: the model's folder (or hub id) and its config are there; no weights are loaded."""
+        from larpo.model import CheckpointError, check_local
+
+        check_local(self.pretrained, "judge.pretrained")
+        try:
+            from transformers import AutoConfig
+
+            AutoConfig.from_pretrained(self.pretrained)
+        except (OSError, ValueError) as e:
+            raise CheckpointError(f"judge {self.name!r}: cannot read its config ({e})") from None
 
     def release(self) -> None:
         """Drop the model and tokenizer and return their memory."""
@@ -327,12 +376,22 @@ class RewardJudge:
     """
 
     default_annotator = "larpo_reward"
+    writes_text = False  # it ranks two answers; MixEval's model parser needs a judge that writes
 
     def __init__(self, reward: Any) -> None:
         if reward is None or not hasattr(reward, "score"):
             raise ValueError("RewardJudge needs a reward object with score(prompts, responses, finished)")
         self.reward = reward
         self.name = f"reward:{getattr(reward, 'name', type(reward).__name__)}"
+
+    def check(self) -> None:
+        """Start-up: a reward that scores only its own task's prompts (the task's verifier) cannot judge
+        a benchmark's open questions: refused here, not after the answers were generated."""
+        if not getattr(self.reward, "open_ended", True):
+            raise JudgeError(f"judge {self.name!r}: the reward {getattr(self.reward, 'name', '?')} is a task's "
+                             "verifier, which scores only that task's own prompts, not a benchmark's open "
+                             "questions; judge with a reward model (reward=seqcls, pairrm, ...) or another judge "
+                             "(judge=gpt4_turbo, openai_compatible, hf_local)")
 
     def preferences(self, instructions: Sequence[str], outputs_1: Sequence[str],
                     outputs_2: Sequence[str]) -> list[float]:

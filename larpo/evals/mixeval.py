@@ -299,7 +299,8 @@ def official_scores(records: Sequence[dict]) -> dict[str, float]:
 
 
 def evaluate_mixeval(items: Sequence[MixEvalItem], answers: Sequence[str], parser: str = "rule", judge: Any = None,
-                     seed: int = 0, judge_retries: int = 10, judge_prompts: str | Path | None = None) -> dict[str, Any]:
+                     seed: int = 0, judge_retries: int = 10, judge_prompts: str | Path | None = None,
+                     max_random_share: float | None = None) -> dict[str, Any]:
     """Score answers MixEval's way. ``parser``: ``rule`` (offline; MixEval calls it less stable) or
     ``model`` (``judge.complete`` on MixEval-style judge prompts, ``[[…]]`` extraction).
 
@@ -307,6 +308,11 @@ def evaluate_mixeval(items: Sequence[MixEvalItem], answers: Sequence[str], parse
     per_split (rounded means), per_benchmark (by ``benchmark_name``, MixEval's aggregation), n, n_per_split,
     n_per_benchmark, parser, judge (name or None), judge_prompts, n_random (items scored by the random
     fallback) and ``records`` (one per item).
+
+    ``max_random_share`` (model parser): when more than this share of the items fell back to a random
+    draw (the judge's verdict unreadable after ``judge_retries`` asks), score, per_split and
+    per_benchmark are withheld (None / empty) and ``score_withheld`` says why: such a number measures
+    the draws, not the policy. The rule parser's fallbacks are MixEval's own metric, always reported.
     """
     if len(items) != len(answers):
         raise ValueError(f"{len(items)} MixEval items but {len(answers)} answers")
@@ -325,16 +331,25 @@ def evaluate_mixeval(items: Sequence[MixEvalItem], answers: Sequence[str], parse
         by_split[r["split"]].append(r["score"])
         by_bench[r["benchmark_name"]].append(r["score"])
     scores = [r["score"] for r in records]
+    n_random = sum(r["parser"].endswith(":random") for r in records)
     official = official_scores(records)
-    return {"score": official.get("overall", float("nan")),
-            "score_unrounded": sum(scores) / len(scores) if scores else float("nan"),
-            "per_split": {k: round(sum(v) / len(v), 3) for k, v in by_split.items()},
-            "per_benchmark": {k: official[k] for k in sorted(by_bench)},
-            "n": len(records), "n_per_split": {k: len(v) for k, v in by_split.items()},
-            "n_per_benchmark": {k: len(v) for k, v in sorted(by_bench.items())}, "parser": parser,
-            "judge": judge.name if (judge is not None and parser == "model") else None,
-            "judge_prompts": str(judge_prompts or "larpo") if parser == "model" else None,
-            "n_random": sum(r["parser"].endswith(":random") for r in records), "records": records}
+    out = {"score": official.get("overall", float("nan")),
+           "score_unrounded": sum(scores) / len(scores) if scores else float("nan"),
+           "per_split": {k: round(sum(v) / len(v), 3) for k, v in by_split.items()},
+           "per_benchmark": {k: official[k] for k in sorted(by_bench)},
+           "n": len(records), "n_per_split": {k: len(v) for k, v in by_split.items()},
+           "n_per_benchmark": {k: len(v) for k, v in sorted(by_bench.items())}, "parser": parser,
+           "judge": judge.name if (judge is not None and parser == "model") else None,
+           "judge_prompts": str(judge_prompts or "larpo") if parser == "model" else None,
+           "n_random": n_random, "records": records}
+    if parser == "model" and max_random_share is not None and records and n_random / len(records) > max_random_share:
+        out["score_withheld"] = (
+            f"{n_random} of {len(records)} items fell back to a random draw (the judge's verdict could not be read "
+            f"after {judge_retries} asks), more than max_random_share={max_random_share:g}: the score measures the "
+            "draws, not the policy; see the records' 'parser' field and the judge's replies")
+        logger.warning("MixEval: %s", out["score_withheld"])
+        out.update(score=None, score_unrounded=None, per_split={}, per_benchmark={})
+    return out
 
 
 class MixEval:
@@ -343,13 +358,27 @@ class MixEval:
 
     def __init__(self, source: str | None = None, config: str = "MixEval_Hard", parser: str = "rule",
                  judge: Any = None, max_items: int | None = None, seed: int = 0, judge_retries: int = 10,
-                 judge_prompts: str | None = None, system_message: str | None = SYSTEM_MESSAGE) -> None:
+                 judge_prompts: str | None = None, system_message: str | None = SYSTEM_MESSAGE,
+                 max_random_share: float | None = 0.1) -> None:
         if parser == "model" and judge is None:  # fail before any generation work
             raise ValueError("MixEval parser=model needs a judge")
         self.source, self.config, self.parser, self.judge = source, config, parser, judge
         self.max_items, self.seed, self.judge_retries = max_items, seed, judge_retries
         self.judge_prompts, self.system_message = judge_prompts, system_message
+        self.max_random_share = max_random_share
         self.name = "mixeval_hard" if config == "MixEval_Hard" else "mixeval"
+
+    def check(self) -> None:
+        """Start-up: the items load (a local folder, or the hub), the judge prompts too, and a model parser
+        has a judge that writes its verdicts."""
+        if self.parser == "model" and not getattr(self.judge, "writes_text", True):
+            raise ValueError(f"MixEval parser=model needs a judge that writes its verdict; judge "
+                             f"{self.judge.name!r} only ranks pairs (use parser=rule, or judge=gpt35_turbo, "
+                             "openai_compatible, hf_local)")
+        if not load_mixeval(self.source, self.config):
+            raise ValueError(f"MixEval: no items in {self.source or HUB_DATASET}")
+        if self.parser == "model":
+            load_judge_prompts(self.judge_prompts)
 
     def __call__(self, generate_fn: Callable[..., list[str]], generator_name: str | None = None) -> dict:
         from larpo.model import SystemMessageError
@@ -361,7 +390,7 @@ class MixEval:
             raise ValueError(f"{self.name}: {e}; MixEval sends no system message to such models: set "
                              f"eval.{self.name}.system_message=null") from None
         out = evaluate_mixeval(items, answers, self.parser, self.judge, self.seed, self.judge_retries,
-                               self.judge_prompts)
+                               self.judge_prompts, self.max_random_share)
         for record, it, answer in zip(out["records"], items, answers):
             record.update(prompt=build_prompt(it), answer=answer)
         return out | {"benchmark": self.name, "generator": generator_name, "subset": self.max_items is not None,

@@ -15,6 +15,7 @@ class VerifierReward:
         self.name = f"verifier:{getattr(task, 'name', type(task).__name__)}"
 
     list_relative = False  # a candidate's score does not depend on the other candidates
+    open_ended = False  # it scores its own task's prompts only (no judge of a benchmark's open questions)
 
     def score(
         self, prompts: Sequence[str], responses: Sequence[Sequence[str]], finished: Sequence[Sequence[bool]]

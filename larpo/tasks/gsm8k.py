@@ -2,7 +2,9 @@
 
 Default source: openai/gsm8k, config "main" (train 7,473 / test 1,319; fields question,
 answer). `answer` is a worked solution ending in a line "#### <number>": it is the SFT target
-("sft" split) and its number is the gold final answer the verifier compares with.
+("sft" split) and its number is the gold final answer the verifier compares with. A row whose
+answer has no "#### <number>" is left out (counted in the split's "dropped", rows logged): its
+gold number would be a guess.
 
 Verifier: 1.0 when the final number of the response equals the gold number (numerically:
 42 == 42.0, "1,000" == 1000), else 0.0; a response cut off before EOS (finished=False) gets
@@ -23,7 +25,7 @@ import logging
 import re
 from decimal import Decimal
 
-from larpo.tasks.hf_data import HFPromptTask, Item, normalise
+from larpo.tasks.hf_data import HFPromptTask, Item, SkipRow, normalise, text_field
 
 logger = logging.getLogger(__name__)
 
@@ -68,6 +70,12 @@ def extract_number(text: str) -> Decimal | None:
             return found
     numbers = list(NUMBER.finditer(text))
     return _number(numbers[-1]) if numbers else None
+
+
+def gold_number(solution: str) -> Decimal | None:
+    """The gold answer of a GSM8K solution: the number after its last "####", None without one."""
+    hashes = list(HASHES.finditer(solution))
+    return _first_number(solution[hashes[-1].end() :].lstrip().split("\n", 1)[0]) if hashes else None
 
 
 def format_number(value: Decimal) -> str:
@@ -130,13 +138,14 @@ class GSM8KTask(HFPromptTask):
         return [self.question_field, self.answer_field], []
 
     def _item(self, row: dict) -> Item:
-        question, solution = str(row[self.question_field] or ""), str(row[self.answer_field] or "")
+        question, solution = text_field(row, self.question_field), text_field(row, self.answer_field)
         # str.replace, not str.format: a template may contain literal braces (e.g. "\boxed{}").
         prompt = self.prompt_template.replace("{question}", question.strip())
-        gold = extract_number(solution)
+        # The gold number is the one after "####", never a guess: "9 + 12 = 21 apples, 2 of them red."
+        # would verify against 2. A row without it is left out and counted.
+        gold = gold_number(solution)
         if gold is None:
-            logger.warning("task gsm8k: no final number in the answer of %r; row skipped", question[:80])
-            return "", "", self.name  # an empty prompt: dropped like any other
+            raise SkipRow(f"no '#### <number>' final answer in field {self.answer_field!r}")
         if self._gold.setdefault(normalise(prompt), gold) != gold:
             logger.warning("task gsm8k: %r appears with gold %s and %s; verifying against %s", question[:80],
                            self._gold[normalise(prompt)], gold, self._gold[normalise(prompt)])

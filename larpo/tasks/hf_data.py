@@ -25,7 +25,7 @@ import os
 from collections.abc import Callable, Sequence
 from pathlib import Path
 
-from larpo.tasks.base import Example
+from larpo.tasks.base import Example, TaskDataError, TaskDataMissing, TaskDataOffline
 
 logger = logging.getLogger(__name__)
 
@@ -63,12 +63,52 @@ def load_rows(
     if local.exists():
         ds = _load_local(local, split, config, cache_dir)
     elif _looks_local(path):
-        raise FileNotFoundError(f"no such file or folder: {local.absolute()}")
+        raise TaskDataMissing(f"no such file or folder: {local.absolute()}")
     else:
         ds = _load_hub(path, split, config, cache_dir)
     if isinstance(ds.column_names, dict):  # a DatasetDict: no split was named
-        raise ValueError(f"{path} has several splits; name one of {sorted(ds)}")
+        raise TaskDataError(f"{path} has several splits; name one of {sorted(ds)}")
     return _select_fields(ds, f"{path} [{split}]", required, optional)
+
+
+def _json_problem(path: Path) -> str | None:
+    """Where a .json/.jsonl file stops being JSON (``path:line: ...``), None if it parses."""
+    import json
+
+    text = path.read_text(encoding="utf-8", errors="replace")
+    try:
+        json.loads(text)  # one JSON document (a list of rows, or datasets' {"data": [...]})
+        return None
+    except json.JSONDecodeError:
+        pass
+    for lineno, line in enumerate(text.splitlines(), start=1):  # JSON Lines: one object a line
+        if not line.strip():
+            continue
+        try:
+            row = json.loads(line)
+        except json.JSONDecodeError as e:
+            return f"{path}:{lineno}: malformed JSON line ({e.msg} at column {e.colno})"
+        if not isinstance(row, dict):
+            return f"{path}:{lineno}: expected a JSON object (one row) per line, got {type(row).__name__}"
+    return None
+
+
+def _load_file(path: Path, builder: str, cache_dir: str | None):
+    """One local file through ``datasets``; an empty or malformed file is named with the fix, never
+    datasets' bare StopIteration or DatasetGenerationError."""
+    import datasets
+
+    fix = "fix the file or point task.path (task.eval_path) at another one"
+    if not path.read_bytes().strip():
+        raise TaskDataError(f"{path}: the file is empty; it should hold the task's rows (prompts); {fix}")
+    try:
+        # A file holds a single split: datasets names it "train" whatever was asked.
+        return datasets.load_dataset(builder, data_files=str(path), split="train", cache_dir=cache_dir)
+    except (Exception, StopIteration) as e:  # noqa: BLE001  (datasets and pyarrow have no common base)
+        where = _json_problem(path) if builder == "json" else None
+        cause = e.__cause__ or e
+        raise TaskDataError(f"{where or f'{path}: cannot be read as a {builder} file'}"
+                            f"{'' if where else f' ({type(cause).__name__}: {cause})'}; {fix}") from None
 
 
 def _load_local(path: Path, split: str | None, config: str | None, cache_dir: str | None):
@@ -77,13 +117,12 @@ def _load_local(path: Path, split: str | None, config: str | None, cache_dir: st
     if path.is_file():
         builder = FILE_BUILDERS.get(path.suffix.lower())
         if builder is None:
-            raise ValueError(f"{path}: unsupported file type {path.suffix!r}; use one of {sorted(FILE_BUILDERS)}")
-        # A file holds a single split: datasets names it "train" whatever was asked.
-        return datasets.load_dataset(builder, data_files=str(path), split="train", cache_dir=cache_dir)
+            raise TaskDataError(f"{path}: unsupported file type {path.suffix!r}; use one of {sorted(FILE_BUILDERS)}")
+        return _load_file(path, builder, cache_dir)
     if (path / "dataset_dict.json").exists():
         dd = datasets.load_from_disk(str(path))
         if split not in dd:
-            raise ValueError(f"{path} has no split {split!r}; available splits: {sorted(dd)}")
+            raise TaskDataError(f"{path} has no split {split!r}; available splits: {sorted(dd)}")
         return dd[split]
     if (path / "state.json").exists():  # save_to_disk of a single Dataset: one split
         return datasets.load_from_disk(str(path))
@@ -102,11 +141,11 @@ def _load_hub(path: str, split: str | None, config: str | None, cache_dir: str |
     try:
         return datasets.load_dataset(path, config, split=split, cache_dir=cache_dir)
     except (ConnectionError, TimeoutError) as err:  # OfflineModeIsEnabled is a ConnectionError too
-        raise ConnectionError(
+        raise TaskDataOffline(
             f"could not load dataset '{path}' from the Hugging Face hub (no network?) — {hint}"
         ) from err
     except DatasetNotFoundError as err:
-        raise FileNotFoundError(
+        raise TaskDataMissing(
             f"dataset '{path}' is neither a local file or folder nor found on the Hugging Face hub "
             f"(misspelt, gated without `hf auth login`, or no network?) — {hint}"
         ) from err
@@ -116,7 +155,7 @@ def _select_fields(ds, source: str, required: Sequence[str], optional: Sequence[
     present = list(ds.column_names)
     for name in required:
         if name not in present:
-            raise ValueError(f"{source}: no field {name!r}; the fields present are {present}")
+            raise TaskDataError(f"{source}: no field {name!r}; the fields present are {present}")
     wanted = [c for c in (*required, *optional) if c in present]
     if wanted:
         ds = ds.select_columns(list(dict.fromkeys(wanted)))
@@ -174,6 +213,31 @@ class PromptLengthFilter:
 
 # A row as a task sees it: (prompt, answer, family); an empty prompt drops the row.
 Item = tuple[str, str, str]
+
+
+class RowError(ValueError):
+    """A row that must not be used as it is (a field of the wrong type): the task refuses its data."""
+
+
+class SkipRow(Exception):  # noqa: N818  (a signal to the loader, not an error)
+    """A row the task leaves out, for a stated reason that is counted and logged (``dropped: 3 <reason>``)."""
+
+    def __init__(self, reason: str) -> None:
+        super().__init__(reason)
+        self.reason = reason
+
+
+def text_field(row: dict, name: str) -> str:
+    """A text field of a row: a string, or null (= empty); anything else is a :class:`RowError`."""
+    value = row.get(name)
+    if value is None or isinstance(value, str):
+        return value or ""
+    raise RowError(f"field {name!r} is {type(value).__name__} {_short(value)}, expected a string")
+
+
+def _short(value: object, limit: int = 60) -> str:
+    text = repr(value)
+    return text if len(text) <= limit else text[: limit - 3] + "..."
 
 
 def _check_size(name: str, value: int | None) -> None:
@@ -234,6 +298,7 @@ class HFPromptTask:
         self.length_filter = PromptLengthFilter(tokenizer, max_prompt_tokens) if tokenizer and max_prompt_tokens else None
         # Nothing is read here: Hydra builds the task at start-up, before any stage needs data.
         self._items: dict[tuple[str, str], list[Item]] = {}
+        self._skipped: dict[tuple[str, str], dict[str, int]] = {}  # rows left out, by reason (SkipRow)
         self._cache: dict[str, list[Example]] = {}
 
     def _fields(self) -> tuple[list[str], list[str]]:
@@ -260,12 +325,25 @@ class HFPromptTask:
         if key not in self._items:  # train and sft often share a source: read it once
             required, optional = self._fields()
             rows = load_rows(key[0], key[1], self.config, required, optional, self.cache_dir)
-            self._items[key] = [self._item(row) for row in rows]
+            items, skipped = [], {}
+            for i, row in enumerate(rows, start=1):
+                try:
+                    items.append(self._item(row))
+                except SkipRow as skip:
+                    skipped.setdefault(skip.reason, []).append(i)
+                except RowError as e:
+                    raise TaskDataError(f"task {self.name}: {key[0]} [{key[1]}] row {i}: {e}; fix the data, or "
+                                        "name the right field (task.*_field)") from None
+            for reason, where in skipped.items():
+                shown = ", ".join(map(str, where[:5])) + (", ..." if len(where) > 5 else "")
+                logger.warning("task %s: %d of %d rows of %s [%s] left out: %s (rows %s)", self.name, len(where),
+                               len(rows), key[0], key[1], reason, shown)
+            self._items[key], self._skipped[key] = items, {r: len(w) for r, w in skipped.items()}
         return self._items[key]
 
     def _prepare(self, name: str, exclude: set[str]) -> list[Example]:
         items = self._source_items(name)
-        dropped: dict[str, int] = {}
+        dropped: dict[str, int] = dict(self._skipped.get(self.sources[name], {}))
 
         def drop(reason: str, keep: Callable[[Item], bool]) -> None:
             nonlocal items
@@ -305,7 +383,7 @@ class HFPromptTask:
         path, split = self.sources[name]
         why = ", ".join(f"{n} {reason}" for reason, n in dropped.items() if n) or "none"
         if not examples:
-            raise ValueError(f"task {self.name}: split {name!r} from {path} [{split}] is empty (dropped: {why}); "
+            raise TaskDataError(f"task {self.name}: split {name!r} from {path} [{split}] is empty (dropped: {why}); "
                              f"check task.path / task.{name}_split, or lower task.n_eval if eval took every prompt")
         logger.info("task %s: %s split from %s [%s]: %d examples (dropped: %s)",
                     self.name, name, path, split, len(examples), why)

@@ -14,7 +14,7 @@ ids "<split>-<sha256(normalised prompt)[:12]>".
 
 from __future__ import annotations
 
-from larpo.tasks.hf_data import HFPromptTask, Item
+from larpo.tasks.hf_data import HFPromptTask, Item, RowError, _short
 
 
 def chosen_text(value: object) -> str:
@@ -29,6 +29,25 @@ def chosen_text(value: object) -> str:
     return ""
 
 
+def prompt_text(value: object, name: str) -> str:
+    """The user prompt in a prompt field: a string (null = empty), or a chat (UltraFeedback's
+    ``messages`` rows: ``[{"role": "user", "content": ...}, {"role": "assistant", ...}]``) read as
+    messages: its one user message, which may be followed by assistant answers. Anything else (a
+    dict, a number, a list that is no chat, a chat with a system message or several user turns,
+    which one prompt cannot hold) is a :class:`RowError`: never turned into text with ``str``."""
+    if value is None or isinstance(value, str):
+        return value or ""
+    if isinstance(value, list) and value and all(isinstance(m, dict) and isinstance(m.get("content"), str)
+                                                 and m.get("role") in ("system", "user", "assistant") for m in value):
+        roles = [m["role"] for m in value]
+        if roles[0] == "user" and roles.count("user") == 1 and "system" not in roles:
+            return value[0]["content"]
+        raise RowError(f"field {name!r} is a chat of roles {roles}; a prompt is one user message, optionally "
+                       "followed by assistant answers (no system message, no second user turn)")
+    raise RowError(f"field {name!r} is {type(value).__name__} {_short(value)}, expected a string or a chat "
+                   "(a list of {'role', 'content'} messages)")
+
+
 class UltraFeedbackTask(HFPromptTask):
     """UltraFeedback-style prompts with the chosen response as the gold answer.
 
@@ -36,7 +55,8 @@ class UltraFeedbackTask(HFPromptTask):
     config: the hub dataset's config name (None: its default).
     train_split / eval_split / sft_split: split names in the source (sft_split None: train_split).
     eval_path: where eval comes from when not `path` (None: `path`).
-    prompt_field: the user prompt (required). answer_field: the chosen response (optional;
+    prompt_field: the user prompt (required): a string, or a chat read as messages (its one user
+    message; see :func:`prompt_text`); any other type is refused, naming file, row and field. answer_field: the chosen response (optional;
     absent -> answer ""). family_field: per-family metrics key (absent -> "ultrafeedback").
     seed: the seeded order. n_train / n_eval / n_sft: prompts kept per split (None: all).
     max_prompt_tokens / tokenizer: the paper's prompt-length filter with the POLICY's
@@ -76,7 +96,7 @@ class UltraFeedbackTask(HFPromptTask):
     def _item(self, row: dict) -> Item:
         family = row.get(self.family_field)
         return (
-            str(row[self.prompt_field] or ""),
+            prompt_text(row[self.prompt_field], self.prompt_field),
             chosen_text(row.get(self.answer_field)),
             family if isinstance(family, str) and family else self.name,
         )

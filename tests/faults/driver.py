@@ -20,8 +20,20 @@ def die() -> None:
     os.kill(os.getpid(), signal.SIGKILL)
 
 
-def patch_call(owner, name: str, nth: int, when: str) -> None:
-    """``when``: "before"/"after" the N-th call SIGKILL; "sigint": Ctrl-C before it; "sleep": pause 10 s."""
+def wait_for_release(path: Path, limit: float = 600.0) -> None:
+    """Block until the test creates ``path`` (an event, not a pause of a guessed length); bounded."""
+    import time
+
+    deadline = time.monotonic() + limit
+    while not path.exists():
+        if time.monotonic() > deadline:
+            raise TimeoutError(f"nobody created {path} in {limit:.0f} s")
+        time.sleep(0.05)
+
+
+def patch_call(owner, name: str, nth: int, when: str, release: Path | None = None) -> None:
+    """``when``: "before"/"after" the N-th call SIGKILL; "sigint": Ctrl-C before it; "hold": wait before it
+    until the file ``release`` exists."""
     import time
 
     original = getattr(owner, name)
@@ -34,8 +46,8 @@ def patch_call(owner, name: str, nth: int, when: str) -> None:
         if count["n"] == nth and when == "sigint":
             os.kill(os.getpid(), signal.SIGINT)
             time.sleep(1)  # the KeyboardInterrupt is raised here
-        if count["n"] == nth and when == "sleep":
-            time.sleep(10)
+        if count["n"] == nth and when == "hold":
+            wait_for_release(release)
         out = original(*args, **kwargs)
         if count["n"] == nth and when == "after":
             die()
@@ -64,7 +76,12 @@ def patch_torn_write(suffix: str, nth: int) -> None:
     artifacts._write_all = torn
 
 
-def install(point: str, nth: int) -> None:
+def release_file(run_dir: Path) -> Path:
+    """The file a "hold_*" point waits for: beside the run directory, so the run's digest never sees it."""
+    return Path(run_dir).with_name(Path(run_dir).name + ".release")
+
+
+def install(point: str, nth: int, run_dir: Path) -> None:
     import transformers
 
     from larpo import artifacts, evaluate, logprobs, sft, train
@@ -82,7 +99,7 @@ def install(point: str, nth: int) -> None:
         "json_torn": lambda: patch_torn_write("eval.json.tmp", nth),
         "mark_done": lambda: patch_call(artifacts.RunDir, "mark_done", nth, "after"),
         "sigint_train": lambda: patch_call(train, "_micro_step", nth, "sigint"),
-        "slow_train": lambda: patch_call(train, "_micro_step", nth, "sleep"),
+        "hold_train": lambda: patch_call(train, "_micro_step", nth, "hold", release_file(run_dir)),
     }
     if point != "none":
         points[point]()
@@ -92,7 +109,7 @@ def main() -> None:
     run_dir, point, nth, *overrides = sys.argv[1:]
     from tests.faults.conftest import FAULT_OVERRIDES, REPO, fault_cfg
 
-    install(point, int(nth))
+    install(point, int(nth), Path(run_dir))
     if overrides[:1] == ["--run.py"]:  # through the real entry point, as a user types it
         import runpy
 

@@ -42,6 +42,10 @@ BAD_OPTIONS = {
     "select.n_top=5": "select.n_top + select.n_bottom = 5 + 2 = 7 exceeds sampling.n_samples = 6: "
                       "lower them or sample more candidates",
     "loss.beta=0": "loss 'lambdarank': beta must be > 0, got 0",
+    # Issue 19, 12: every float option is finite, a component's too (beta=inf trained to NaN, marked done).
+    "loss.beta=inf": "invalid option: loss.beta=inf is not a finite number",
+    "loss.beta=nan": "invalid option: loss.beta=nan is not a finite number",
+    "train.lr=inf": "invalid option: train.lr=inf is out of range: allowed > 0",
 }
 
 
@@ -147,17 +151,28 @@ def test_bad_file_is_refused_with_file_line_and_field(case, finished, tmp_path):
     assert after == before  # nothing in the run directory changed
 
 
-def test_truncated_checkpoint_names_path_and_the_stage_to_redo(finished, tmp_path):
+@pytest.mark.parametrize("marker", ["with checksums", "from before checksums"])
+def test_truncated_checkpoint_names_path_and_the_stage_to_redo(finished, tmp_path, marker):
+    """The sha256 recorded in the done marker catches it before loading; a marker written before markers
+    held checksums (empty) leaves it to the loader, whose failure names the same command."""
     run_dir = tmp_path / "run"
     shutil.copytree(finished, run_dir)
     weights = run_dir / "round_0/checkpoint/model.safetensors"
     weights.write_bytes(weights.read_bytes()[:1000])
-    clear_from(RunDir(run_dir), "generate")
+    rd = RunDir(run_dir)
+    clear_from(rd, "generate")
+    if marker == "from before checksums":
+        rd.marker(0, "sft").write_text("")
     with pytest.raises(Exception) as info:
         run(fault_cfg(run_dir))
     message = str(info.value)
-    assert message.startswith(f"could not load the model at {run_dir}/round_0/checkpoint: ")
-    assert message.endswith("the round-0 checkpoint is damaged: re-create it with `stage=sft round=0`")
+    if marker == "with checksums":
+        assert message == (f"{weights}: its sha256 differs from the one recorded when round 0's sft stage wrote it "
+                           f"({rd.marker(0, 'sft')}): it was changed or damaged since; re-create it with "
+                           "`stage=sft round=0`")
+    else:
+        assert message.startswith(f"could not load the model at {run_dir}/round_0/checkpoint: ")
+        assert message.endswith("the round-0 checkpoint is damaged: re-create it with `stage=sft round=0`")
 
 
 def test_directory_with_artifacts_but_no_manifest(finished, tmp_path):

@@ -15,6 +15,7 @@ import pytest
 from larpo.artifacts import RunLock, RunLockedError
 from larpo.pipeline import run
 from tests.faults.conftest import REPO, digest, fault_cfg, raw_digest, run_driver
+from tests.faults.driver import release_file
 
 
 def test_second_lock_in_another_descriptor_is_refused(tmp_path):
@@ -27,23 +28,27 @@ def test_second_lock_in_another_descriptor_is_refused(tmp_path):
 
 
 def test_same_command_twice_at_once(tmp_path, reference_digest):
-    """Finding 2: the second process is refused with the holder's host and pid; the first finishes intact."""
+    """Finding 2: the second process is refused with the holder's host and pid; the first finishes intact.
+
+    Every wait is on an event: the first run holds its first train step until the test releases it
+    (after the second was refused), so a slow start of the second (a busy machine) changes nothing.
+    """
     run_dir = tmp_path / "run"
     env = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONPATH": str(REPO)}
-    first = subprocess.Popen([sys.executable, "-m", "tests.faults.driver", str(run_dir), "slow_train", "1"],
+    first = subprocess.Popen([sys.executable, "-m", "tests.faults.driver", str(run_dir), "hold_train", "1"],
                              cwd=REPO, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
     try:
         lock = run_dir / ".lock"
-        deadline = time.time() + 120
+        deadline = time.monotonic() + 600  # only a bound on a broken run, never the expected wait
         while not (lock.exists() and f"pid {first.pid}," in lock.read_text()):
-            assert time.time() < deadline and first.poll() is None, "the first run never took the lock"
+            assert time.monotonic() < deadline and first.poll() is None, "the first run never took the lock"
             time.sleep(0.2)
-        started = time.time()
         second = run_driver(run_dir, "none", "0")
         assert second.returncode != 0
         assert f"is in use by another run (host {socket.gethostname()}, pid {first.pid}, since" in second.stderr
-        assert time.time() - started < 60  # refused at start-up, not after any work
-        assert first.wait(timeout=300) == 0, first.stderr.read()[-2000:]
+        assert first.poll() is None  # still holding: the refusal came at start-up, not after waiting for it
+        release_file(run_dir).touch()
+        assert first.wait(timeout=600) == 0, first.stderr.read()[-2000:]
     finally:
         if first.poll() is None:
             first.kill()

@@ -33,6 +33,8 @@ BLOCK = re.compile(r'"model_identifier": "(m|M)",\s*"output": """(.*?)"""\n', re
 def respond(body: dict, n: int):
     """P(m is better): the longer output wins, more surely the more the instruction's letters say so."""
     user = body["messages"][-1]["content"]
+    if '"instruction": """' not in user:  # the start-up check of the judge (one small request)
+        return 200, {}, chat_response("ok") | {"created": 0, "model": body["model"]}
     out = dict(BLOCK.findall(user))
     instruction = user.split('"instruction": """', 1)[1].split('"""', 1)[0]
     sure = 0.55 + (sum(map(ord, instruction)) % 40) / 100
@@ -55,7 +57,7 @@ def hub_cache(root: Path) -> Path:
 def test_the_official_cli_reads_model_outputs_json_and_agrees(tmp_path, monkeypatch):
     for var in ("http_proxy", "https_proxy", "HTTP_PROXY", "HTTPS_PROXY", "all_proxy", "ALL_PROXY"):
         monkeypatch.delenv(var, raising=False)
-    with ChatServer(respond, max_requests=20) as server:
+    with ChatServer(respond, max_requests=21) as server:
         cfg = compose_config([
             "experiment=smoke", "rounds=0", "sft.steps=20", "threads=1", f"run_dir={tmp_path / 'run'}",
             "eval=[alpacaeval2]", "judge=openai_compatible", f"judge.base_url={server.url}", "judge.concurrency=1",
@@ -85,7 +87,7 @@ def test_the_official_cli_reads_model_outputs_json_and_agrees(tmp_path, monkeypa
                "--metric_kwargs", "{'save_weights_dir': None}"]
         done = subprocess.run(cmd, cwd=tmp_path, env=env, capture_output=True, text=True, timeout=300)
     assert done.returncode == 0, done.stderr[-3000:]
-    assert len(server.requests) == 20  # 10 judgments each side
+    assert len(server.requests) == 21  # the judge's start-up check, then 10 judgments each side
     (row,) = csv.DictReader((tmp_path / "cli" / "weighted_alpaca_eval_vllm_llama3_70b" / "leaderboard.csv").open())
     assert row[""] == "run_round0"
     for cli_key, key in [("win_rate", "win_rate"), ("standard_error", "win_rate_se"),

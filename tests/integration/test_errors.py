@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import shutil
+from pathlib import Path
 
 import pytest
 
@@ -114,3 +115,70 @@ def test_carry_optimizer_saves_and_reuses_adamw_state(smoke_cfg):
     step1 = float(next(iter(s1["state"].values()))["step"])
     assert step0 == sft_steps and step1 > step0  # round 1 continued the warm-start's moments
     assert s1["param_groups"][0]["initial_lr"] == cfg.train.lr  # with this round's learning rate
+
+
+def test_a_loss_that_turns_nan_stops_the_train_stage_before_its_checkpoint(smoke_cfg):
+    """Issue 19, 12: the first non-finite loss stops training, naming the step; no checkpoint, no marker."""
+    # with the warm-start (smoke's sft.steps), so that lists carry preferences and the loss is not 0
+    cfg = smoke_cfg("rounds=1", "eval.pass_at_max=0", "threads=1", "train.max_tokens=100000",  # a micro-batch a step
+                    "loss._target_=tests.unit.test_train.NaNFromCall",
+                    "+loss.n=2")
+    with pytest.raises(PipelineError, match=r"^round 1, stage train: the loss is nan at optimizer step 2 of \d+ "
+                                            r"\(epoch 1\); training stopped before that step's update"):
+        run(cfg)
+    rd = RunDir(cfg.run_dir)
+    assert not rd.is_done(1, "train") and not rd.checkpoint(1).exists()
+    assert not (rd.round_dir(1) / "checkpoint.tmp").exists()
+
+
+def run_py(tmp_path, *overrides: str):
+    """``python run.py ...`` as a user types it, in a fresh process that imports this checkout."""
+    import os
+    import subprocess
+    import sys
+
+    repo = Path(__file__).resolve().parents[2]
+    env = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONPATH": str(repo)}
+    return subprocess.run([sys.executable, str(repo / "run.py"), *overrides, f"hydra.run.dir={tmp_path / 'hydra'}"],
+                          cwd=tmp_path, env=env, capture_output=True, text=True, timeout=300)
+
+
+@pytest.mark.parametrize(("override", "message"), [
+    ("rounds=-1", "invalid option: rounds=-1 is out of range: allowed >= 0"),
+    ("model.pretrained=/nonexistent", "model.pretrained: no such file or folder: /nonexistent"),
+])
+def test_a_refusal_is_one_message_without_a_traceback(tmp_path, override, message):
+    """Issue 19, 14: a refused command prints what is wrong once, and no traceback (Hydra printed one)."""
+    proc = run_py(tmp_path, "experiment=smoke", override, f"run_dir={tmp_path / 'run'}")
+    output = proc.stdout + proc.stderr  # Hydra's job logging writes to stdout
+    assert proc.returncode == 1, output[-3000:]
+    assert output.count(message) == 1, output[-3000:]
+    assert "Traceback" not in output and "Error executing job" not in output and "HYDRA_FULL_ERROR" not in output
+    assert not (tmp_path / "run").exists()
+
+
+@pytest.mark.parametrize(("override", "message"), [
+    ("lossx=listmle", "unknown option `lossx`: the config has no key `lossx`; did you mean `loss`?"),
+    ("train.lrr=1e-3", "unknown option `train.lrr`: `train` has no key `lrr`; did you mean `train.lr`?"),
+    ("sampling.vllm.dtpye=float32",
+     "unknown option `sampling.vllm.dtpye`: `sampling.vllm` has no key `dtpye`; did you mean `sampling.vllm.dtype`?"),
+])
+def test_a_misspelt_key_gets_the_nearest_option(tmp_path, override, message):
+    """Issue 19, 14: "did you mean `loss`?", not only Hydra's `+key` hint; refused before Hydra makes a folder."""
+    proc = run_py(tmp_path, override)
+    assert proc.returncode == 2 and proc.stderr.strip() == message, proc.stderr[-3000:]
+    assert "Traceback" not in proc.stdout + proc.stderr
+    assert not (tmp_path / "hydra").exists()
+
+
+def test_only_unknown_keys_are_refused_early():
+    """Group choices, keys inside a component's open node (left to Hydra), additions and Hydra's own
+    flags and keys pass the early check."""
+    from larpo.config import check_override_keys
+
+    fine = ["model=tiny", "loss.beta=0.2", "+loss.n=2", "~loss.weights", "eval.alpacaeval2.max_instances=3",
+            "model.arch.hidden_size=8", "hydra.run.dir=x", "hydra/launcher=basic", "local=slurm", "--multirun",
+            "train.lr=1e-3,1e-4", "eval=[task,alpacaeval2]", "--cfg", "job", "stage=score", "round=1"]
+    assert check_override_keys(fine) is None
+    assert check_override_keys(["-cn", "other", "lossx=1"]) is None  # another config: another schema
+    assert "did you mean `seed`?" in check_override_keys(["--multirun", "seeds=0,1"])

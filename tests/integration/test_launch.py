@@ -117,3 +117,100 @@ def test_accelerate_config_names_and_checks(tmp_path):
     if importlib.util.find_spec("deepspeed") is None:  # refused at start-up, not inside 8 child processes
         with pytest.raises(ConfigError, match="DeepSpeed, which is not installed"):
             check_launch(cfg.train)
+
+
+# ---------------------------------------------------------------- issue 19, 9: signals and the run lock
+
+ACCELERATE = ["train.launcher=accelerate", "train.num_processes=1", "train.epochs=2000"]  # trains for minutes
+
+
+def session_members(sid: int) -> list[int]:
+    """Live (not zombie) processes of session ``sid``, from /proc."""
+    import os
+    from pathlib import Path
+
+    out = []
+    for stat in Path("/proc").glob("[0-9]*/stat"):
+        try:
+            fields = stat.read_text().rsplit(")", 1)[1].split()
+        except OSError:
+            continue
+        if int(fields[3]) == sid and fields[0] != "Z":  # fields after "(comm)": state, ppid, pgrp, session
+            out.append(int(stat.parent.name))
+    return [p for p in out if p != os.getpid()]
+
+
+@pytest.fixture(scope="module")
+def before_train(tmp_path_factory):
+    """A faulted-config run with the accelerate launcher, finished up to round 1's select."""
+    from larpo import stages
+    from larpo.pipeline import run
+    from tests.faults.conftest import fault_cfg
+
+    class Stop(Exception):
+        pass
+
+    def stop(ctx, r):
+        raise Stop
+
+    run_dir = tmp_path_factory.mktemp("before_train") / "run"
+    original = stages.STAGE_FUNCS["train"]
+    stages.STAGE_FUNCS["train"] = stop
+    try:
+        with pytest.raises(Stop):
+            run(fault_cfg(run_dir, *ACCELERATE))
+    finally:
+        stages.STAGE_FUNCS["train"] = original
+    return run_dir
+
+
+def start_training(before_train, tmp_path):
+    """`python run.py ...` resuming into round 1's train stage (an accelerate child); returns (parent, child pid)."""
+    import os
+    import re
+    import shutil
+    import subprocess
+    import sys
+    import time
+
+    from tests.faults.conftest import REPO
+
+    run_dir = tmp_path / "run"
+    shutil.copytree(before_train, run_dir)
+    env = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONPATH": str(REPO)}
+    out = open(tmp_path / "output.txt", "w")  # noqa: SIM115  (a file, not a pipe nobody reads)
+    parent = subprocess.Popen([sys.executable, "-m", "tests.faults.driver", str(run_dir), "none", "0", "--run.py",
+                               *ACCELERATE], cwd=REPO, env=env, stdout=out, stderr=subprocess.STDOUT)
+    deadline = time.monotonic() + 600  # a bound for a broken run, not the expected wait
+    while True:  # the event: the lock file names the child (it holds the lock's descriptor too)
+        text = (run_dir / ".lock").read_text() if (run_dir / ".lock").exists() else ""
+        match = re.search(rf"pid {parent.pid}, .*; child pid (\d+) \(accelerate\.commands\.launch", text)
+        if match:
+            return parent, int(match.group(1)), run_dir
+        assert parent.poll() is None, (tmp_path / "output.txt").read_text()[-3000:]
+        assert time.monotonic() < deadline, "the train child never started"
+        time.sleep(0.05)
+
+
+def test_sigterm_to_the_pipeline_stops_the_accelerate_group_and_says_how_to_resume(before_train, tmp_path):
+    """SIGTERM (what SLURM preemption sends) during `train.launcher=accelerate`: the parent exited -15 with no
+    message and `accelerate launch` kept training as an orphan. Now: the message, exit 143, no process of the
+    child's session left, and the run directory free for the resume."""
+    import signal
+
+    from larpo.artifacts import RunLock
+
+    parent, child, run_dir = start_training(before_train, tmp_path)
+    try:
+        parent.send_signal(signal.SIGTERM)
+        assert parent.wait(timeout=300) == 143
+    finally:
+        if parent.poll() is None:
+            parent.kill()
+    output = (tmp_path / "output.txt").read_text()
+    assert "interrupted in round 1, stage train; run the same command to resume" in output
+    assert "stopped by SIGTERM; run the same command to resume" in output and "Traceback" not in output
+    assert session_members(child) == []  # nothing of the child's group outlived the parent
+    lock = RunLock(run_dir)
+    lock.acquire()  # the resume may start at once
+    lock.release()

@@ -17,6 +17,7 @@ from omegaconf import OmegaConf
 from larpo.evals.judges import (
     REWARD_PROMPT,
     HFLocalJudge,
+    JudgeError,
     JudgeHTTPError,
     MissingAPIKeyError,
     OpenAICompatibleJudge,
@@ -26,6 +27,7 @@ from larpo.evals.judges import (
 
 CONF = Path(__file__).resolve().parents[2] / "conf"
 SECRET = "sk-test-DO-NOT-LEAK-1234567890"
+STALL = object()  # a ChatServer reply that never comes
 
 
 def chat_response(text: str, top_logprobs: list[dict] | None = None) -> dict:
@@ -50,7 +52,10 @@ class ChatServer:
                 body = json.loads(self.rfile.read(int(self.headers["Content-Length"])))
                 server.requests.append((dict(self.headers), body))
                 status, headers, payload = respond(body, len(server.requests))
-                data = json.dumps(payload).encode()
+                if payload is STALL:  # a stalled endpoint: no answer until the server stops
+                    server._stop.wait(60)
+                    return
+                data = payload if isinstance(payload, bytes) else json.dumps(payload).encode()
                 self.send_response(status)
                 for key, value in {"Content-Type": "application/json", **headers}.items():
                     self.send_header(key, value)
@@ -82,6 +87,15 @@ class ChatServer:
         self._stop.set()
         self._thread.join(timeout=5)
         self.httpd.server_close()
+
+    def wait_for(self, n: int, timeout: float = 60.0) -> None:
+        """Until the server has received ``n`` requests (an event), bounded for a broken client."""
+        import time
+
+        deadline = time.monotonic() + timeout
+        while len(self.requests) < n:
+            assert time.monotonic() < deadline, f"{len(self.requests)} of {n} requests arrived"
+            time.sleep(0.01)
 
 
 @pytest.fixture(autouse=True)
@@ -214,3 +228,68 @@ def test_yaml_nodes_bind_to_their_targets(path: Path) -> None:
     if path.parent.name == "eval" and "judge" not in node:
         node["judge"] = None  # composed from conf/judge through the defaults list
     inspect.signature(target).bind(**node)  # every key is a constructor argument
+
+
+# ---------------------------------------------------------------- issue 19: judge replies that cannot be read
+
+UNREADABLE = {
+    "bad JSON": (200, {}, b'{"choices": [{"message": '),
+    "HTML with status 200": (200, {"Content-Type": "text/html"}, b"<html><body>Gateway login</body></html>"),
+    "no choices": (200, {}, {"choices": []}),
+    "empty content": (200, {}, chat_response("")),
+    "null content": (200, {}, {"choices": [{"index": 0, "message": {"role": "assistant", "content": None}}]}),
+}
+
+
+@pytest.mark.parametrize("case", list(UNREADABLE))
+def test_an_unreadable_reply_is_a_judge_error_retried_then_refused(case) -> None:
+    """Issue 19, 10 and 3: malformed replies crashed with a bare JSONDecodeError/IndexError; an empty or null
+    verdict was scored as an unparsable judgment (a random draw). Each is a judge error naming the judge and
+    the URL, retried with backoff, then refused."""
+    status, headers, payload = UNREADABLE[case]
+    with ChatServer(lambda body, n: (status, headers, payload), max_requests=3) as server:
+        judge = OpenAICompatibleJudge("m", base_url=server.url, max_retries=2, backoff=0.001, concurrency=1)
+        with pytest.raises(JudgeError) as err:
+            judge.complete([[{"role": "user", "content": "grade"}]])
+    assert len(server.requests) == 3  # 1 try + 2 bounded retries
+    assert str(err.value).startswith(f"judge 'openai-compatible:m@127.0.0.1' at {server.url}/chat/completions: ")
+    assert str(err.value).endswith("(attempt 3 of 3)") and err.value.__cause__ is None
+
+
+def test_a_readable_reply_after_an_unreadable_one_is_taken() -> None:
+    replies = {1: (200, {}, {"choices": []}), 2: (200, {}, chat_response("[[B]]"))}
+    with ChatServer(lambda body, n: replies[n], max_requests=2) as server:
+        judge = OpenAICompatibleJudge("m", base_url=server.url, max_retries=2, backoff=0.001)
+        assert judge.complete([[{"role": "user", "content": "grade"}]]) == ["[[B]]"]
+
+
+def test_a_stalled_judge_times_out_and_is_refused() -> None:
+    from tests.unit.test_evals_judges import STALL
+
+    with ChatServer(lambda body, n: (200, {}, STALL), max_requests=2) as server:
+        judge = OpenAICompatibleJudge("m", base_url=server.url, timeout=0.2, max_retries=1, backoff=0.001)
+        with pytest.raises(JudgeHTTPError, match=r"(TimeoutError|URLError).*\(attempt 2 of 2\)$"):
+            judge.complete([[{"role": "user", "content": "grade"}]])
+
+
+def test_the_start_up_check_is_one_small_request_at_most_twice() -> None:
+    """Issue 19, 11: `judge.check()` (at start-up) costs one request, two on a failure, whatever max_retries."""
+    with ChatServer(lambda body, n: (500, {}, {"error": "down"}), max_requests=10) as server:
+        judge = OpenAICompatibleJudge("m", base_url=server.url, max_retries=6, backoff=0.001)
+        with pytest.raises(JudgeHTTPError, match=r"HTTP 500.*\(attempt 2 of 2\)$"):
+            judge.check()
+    assert len(server.requests) == 2 and server.requests[0][1]["max_tokens"] == 8
+    with ChatServer(lambda body, n: (200, {}, chat_response("ok")), max_requests=1) as server:
+        OpenAICompatibleJudge("m", base_url=server.url).check()
+
+
+def test_a_task_verifier_cannot_judge_open_questions() -> None:
+    """Issue 19, 11: judge=reward with the embedded task's verifier failed after generation with
+    "prompt ... matches no arithmetic task format"; its check refuses it at start-up."""
+    from larpo.rewards.verifier import VerifierReward
+    from larpo.tasks.arithmetic import ArithmeticTask
+
+    judge = RewardJudge(VerifierReward(ArithmeticTask(n_sft=1, n_train=1, n_eval=1)))
+    with pytest.raises(JudgeError, match=r"is a task's verifier, which scores only that task's own prompts"):
+        judge.check()
+    RewardJudge(Bang()).check()  # a reward model judges any question

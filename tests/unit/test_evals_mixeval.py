@@ -225,3 +225,49 @@ def test_overall_score_is_mixevals_own_aggregation(items) -> None:
         n = sum(len(v) for v in splits.values())
         want = sum(round(sum(v) / len(v), 3) * (len(v) / n) for v in splits.values())
         assert out["per_benchmark"][name] == pytest.approx(want, abs=1e-12), name
+
+
+class VerdictJudge:
+    """Answers every judge prompt with a readable verdict, but ``unreadable`` prompts (by question text) with none."""
+
+    name = "verdicts"
+
+    def __init__(self, unreadable: set[str] = frozenset()) -> None:
+        self.unreadable = unreadable
+
+    def complete(self, prompts):
+        out = []
+        for messages in prompts:
+            user = messages[-1]["content"]
+            bad = any(q in user for q in self.unreadable)
+            out.append("I would rather not say." if bad else ("[[A]]" if "Options:" in user else "[[1.0]]"))
+        return out
+
+
+def test_the_score_is_withheld_past_the_stated_share_of_random_draws(items) -> None:
+    """Issue 19, 3: every item fell back to a random draw and the score came out as 0.29 (n_random: 20).
+    Past max_random_share the score is withheld with a message; below it, it is reported with n_random."""
+    answer = lambda prompts, system=None: ["A"] * len(prompts)  # noqa: E731
+    all_bad = mx.MixEval(source=str(FOLDER), parser="model", judge=VerdictJudge({"Question:", "?", "."}),
+                         judge_retries=2)(answer, "gen")
+    assert all_bad["n_random"] == 20 and all_bad["score"] is None and all_bad["per_split"] == {}
+    assert all_bad["score_withheld"].startswith("20 of 20 items fell back to a random draw (the judge's verdict "
+                                                "could not be read after 2 asks), more than max_random_share=0.1")
+    one_bad = mx.MixEval(source=str(FOLDER), parser="model", judge=VerdictJudge({items[0].prompt}),
+                         judge_retries=2)(answer, "gen")
+    assert one_bad["n_random"] == 1 and one_bad["score"] is not None and "score_withheld" not in one_bad
+    from larpo.evals.bench import flatten
+
+    flat = flatten("mixeval_hard", all_bad)
+    assert flat["mixeval_hard/score"] is None and flat["mixeval_hard/score_withheld"] == all_bad["score_withheld"]
+
+
+def test_an_empty_judge_verdict_stops_the_benchmark(items) -> None:
+    """Issue 19, 3: a judge answering empty (or null) content is a judge error, never a random draw."""
+    from larpo.evals.judges import JudgeError, OpenAICompatibleJudge
+    from tests.unit.test_evals_judges import ChatServer, chat_response
+
+    with ChatServer(lambda body, n: (200, {}, chat_response("")), max_requests=20) as server:
+        judge = OpenAICompatibleJudge("m", base_url=server.url, max_retries=1, backoff=0.001, concurrency=1)
+        with pytest.raises(JudgeError, match="message content is '': no verdict to read"):
+            mx.evaluate_mixeval(items[:3], ["a"] * 3, parser="model", judge=judge, judge_retries=3)

@@ -3,8 +3,12 @@
 Reference: ``forward=padded, chunk=None`` (the model's own logits, one row per candidate), itself
 checked against an unpadded float64 forward in test_logprobs.py. Tolerances (fp32): log-probs
 1e-5 absolute (sums of <= 10 token log-probs of size ~4), gradients 2e-5 absolute (+1e-4
-relative), loss 1e-6, gradient norm 1e-5 relative, parameters after one AdamW step (lr 1e-2)
-1e-5 absolute (Adam's first step is about lr * g / |g|, so fp noise on a near-zero gradient shows).
+relative). A training step is compared across machines too, so its tolerances come from the
+measured spread of fp32 kernels between CPUs of one kind, about 1e-5 relative: loss and gradient
+norm 1e-4 relative (10x that). Parameters after one AdamW step (lr 1e-2): 1e-4 absolute. Adam's
+first step is lr * g / (|g| + eps), so on an element whose gradient is within the kernels' spread
+of zero the spread is magnified up to lr: measured 4.7e-6 on one machine, 1.41e-5 on another of
+the same kind (issue 19); a layout that computed something else moves weights by O(lr) = 1e-2.
 """
 
 from __future__ import annotations
@@ -81,10 +85,10 @@ def test_a_training_step_is_the_same_under_every_switch():
     base, log = _one_step("padded", None)
     for forward, chunk in [("shared_prompt", 4096), ("packed", 5), ("padded", 7)]:
         model, got = _one_step(forward, chunk)
-        assert got["train/loss"] == pytest.approx(log["train/loss"], abs=1e-6)
-        assert got["train/grad_norm"] == pytest.approx(log["train/grad_norm"], rel=1e-5)
+        assert got["train/loss"] == pytest.approx(log["train/loss"], rel=1e-4)
+        assert got["train/grad_norm"] == pytest.approx(log["train/grad_norm"], rel=1e-4)
         for a, b in zip(model.parameters(), base.parameters()):
-            torch.testing.assert_close(a, b, atol=1e-5, rtol=0)
+            torch.testing.assert_close(a, b, atol=1e-4, rtol=0)
 
 
 def test_chunked_head_keeps_no_full_logits_for_the_backward():

@@ -299,3 +299,103 @@ def test_task_yamls_compose_and_instantiate_without_loading(monkeypatch, name, c
     cfg = compose_config([f"task={name}", "run_dir=/tmp/x", "seed=3"])
     task = instantiate(cfg.task)
     assert isinstance(task, cls) and task.path == hub_id and task.seed == 0  # the data seed, not the run seed (3)
+
+
+# ---------------------------------------------------------------- issue 19: no silent data corruption
+
+
+def test_a_chat_prompt_is_read_as_messages(tmp_path, cache):
+    """Issue 19, 1: a chat-format prompt (UltraFeedback's `messages` rows) is its user message, not str(list)."""
+    rows = si.uf_train_rows()
+    chats = [{**r, "prompt": [{"role": "user", "content": r["prompt"]}, {"role": "assistant", "content": "ok"}]}
+             for r in rows]
+    as_text = uf(si.write_rows(rows, "jsonl", tmp_path, "text"), cache, n_eval=5).split("train")
+    as_chat = uf(si.write_rows(chats, "jsonl", tmp_path, "chat"), cache, n_eval=5).split("train")
+    assert prompts(as_chat) == prompts(as_text) and not any(p.startswith("[{") for p in prompts(as_chat))
+
+
+BAD_PROMPTS = {
+    "a dict": ({"text": "hi"}, "field 'prompt' is dict {'text': 'hi'}, expected a string or a chat"),
+    "an int": (7, "field 'prompt' is int 7, expected a string or a chat"),
+    "a list of strings": (["a", "b"], "field 'prompt' is list ['a', 'b'], expected a string or a chat"),
+    "a chat with a system message": ([{"role": "system", "content": "be brief"}, {"role": "user", "content": "q"}],
+                                     "field 'prompt' is a chat of roles ['system', 'user']; a prompt is one user "
+                                     "message"),
+    "two user turns": ([{"role": "user", "content": "a"}, {"role": "assistant", "content": "b"},
+                        {"role": "user", "content": "c"}], "field 'prompt' is a chat of roles ['user', 'assistant', "
+                                                           "'user']"),
+}
+
+
+@pytest.mark.parametrize("case", list(BAD_PROMPTS))
+def test_a_prompt_of_another_type_is_refused_naming_file_row_and_field(tmp_path, cache, case):
+    """Issue 19, 1: never str(...) of a dict, an int or a list; mixed types in one file included."""
+    value, message = BAD_PROMPTS[case]
+    rows = si.uf_train_rows()
+    rows[3] = {**rows[3], "prompt": value}
+    path = si.write_rows(rows, "jsonl", tmp_path)  # mixed types: strings, then the bad one on row 4
+    from larpo.tasks.base import TaskDataError
+
+    with pytest.raises(TaskDataError) as err:
+        uf(path, cache).split("train")
+    # one file serves every split; eval, read first, names it
+    assert str(err.value).startswith(f"task ultrafeedback: {path} [test_prefs] row 4: {message}")
+
+
+def test_a_parquet_prompt_column_of_the_wrong_type_is_refused(tmp_path, cache):
+    """Issue 19, 1: a parquet column of integers is refused at its first row (it was the text "11", "12", ...)."""
+    rows = [{"prompt": 11 + i, "chosen": "x", "source": "s"} for i in range(12)]
+    path = si.write_rows(rows, "parquet", tmp_path)
+    with pytest.raises(ValueError, match=rf"^task ultrafeedback: {path} \[test_prefs\] row 1: field 'prompt' is "
+                                         "int 11, expected a string or a chat"):
+        uf(path, cache).split("train")
+
+
+def test_gsm8k_rows_without_a_marked_answer_are_left_out_and_counted(tmp_path, cache, caplog):
+    """Issue 19, 2: "9 + 12 = 21 apples, 2 of them red." has no "#### n": its gold is not guessed (it was 2)."""
+    rows = si.gsm8k_train_rows()
+    rows[1] = {**rows[1], "answer": "he has 9 + 12 = 21 apples, 2 of them red."}
+    rows[4] = {**rows[4], "answer": "the answer is 5"}
+    path = si.write_rows(rows, "jsonl", tmp_path)
+    task = gsm(path, cache, n_eval=3)
+    with caplog.at_level(logging.INFO, logger="larpo.tasks.hf_data"):
+        kept = task.split("eval") + task.split("train")
+    good = {normalise(r["question"]) for i, r in enumerate(rows) if i not in (1, 4)}
+    assert len(kept) == len(good)  # every other distinct problem, once
+    assert not any("21 apples" in e.answer or "answer is 5" in e.answer for e in kept)
+    assert (f"task gsm8k: 2 of {len(rows)} rows of {path} [test] left out: no '#### <number>' final answer in "
+            "field 'answer' (rows 2, 5)") in caplog.text
+    assert "2 no '#### <number>' final answer in field 'answer'" in caplog.text  # in the split's "dropped"
+    question = rows[1]["question"].strip()
+    with pytest.raises(ValueError, match="prompt not in task gsm8k's data"):
+        task.answer(task.prompt_template.replace("{question}", question))
+
+
+def test_a_gsm8k_file_without_any_marked_answer_is_refused_with_the_count(tmp_path, cache):
+    rows = [{**r, "answer": r["answer"].replace("####", "=")} for r in si.gsm8k_train_rows()]
+    task = gsm(si.write_rows(rows, "jsonl", tmp_path), cache)
+    with pytest.raises(ValueError, match=rf"split 'eval' .* is empty \(dropped: {len(rows)} no '#### <number>' final "
+                                         "answer in field 'answer'\\)"):
+        task.split("eval")
+
+
+def test_an_empty_data_file_is_named_with_the_fix(tmp_path, cache):
+    """Issue 19, 13: an empty task.path gave a bare StopIteration."""
+    path = tmp_path / "empty.jsonl"
+    path.write_text("\n")
+    with pytest.raises(ValueError, match=rf"^{path}: the file is empty; it should hold the task's rows \(prompts\); "
+                                         "fix the file or point task.path"):
+        uf(path, cache).split("train")
+
+
+@pytest.mark.parametrize("suffix", ["jsonl", "json"])
+def test_a_malformed_json_line_names_file_and_line(tmp_path, cache, suffix):
+    """Issue 19, 13: datasets' DatasetGenerationError named no file."""
+    rows = si.uf_train_rows()
+    path = si.write_rows(rows, "jsonl", tmp_path)
+    lines = path.read_text().splitlines()
+    lines[2] = lines[2][:-3]
+    bad = path.with_suffix(f".{suffix}")
+    bad.write_text("\n".join(lines) + "\n")
+    with pytest.raises(ValueError, match=rf"^{bad}:3: malformed JSON line \(.* at column \d+\); fix the file"):
+        uf(bad, cache).split("train")

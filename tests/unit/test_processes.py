@@ -8,6 +8,7 @@ process that goes away), bounded so that a broken supervisor fails the test inst
 from __future__ import annotations
 
 import os
+import re
 import signal
 import subprocess
 import sys
@@ -123,3 +124,73 @@ def test_a_parent_killed_with_sigkill_takes_our_child_and_its_group_along(tmp_pa
         p.kill()
         p.wait()
     wait_until(lambda: not alive(child) and not alive(g), "the orphaned group to die")
+
+
+def test_a_killed_parent_leaves_the_run_lock_with_its_child_until_the_group_is_gone(tmp_path):
+    """Issue 19, 9: "resuming at once took the lock and started a second trainer". The pipeline is SIGKILLed;
+    its child takes its time to stop (it waits for the test's word after the death signal, as a trainer
+    finishing a step would): every resume attempt meanwhile is refused naming the child, and the lock
+    comes free only when no process of the child's session is left."""
+    from larpo.artifacts import RunLock, RunLockedError
+
+    run_dir, release = tmp_path / "run", tmp_path / "release"
+    slow = textwrap.dedent(f"""
+        import signal, sys, time
+        from pathlib import Path
+        def stop(signum, frame):  # a slow, orderly stop: until the test says so
+            Path({str(tmp_path / 'stopping')!r}).write_text("stopping")
+            while not Path({str(release)!r}).exists():
+                time.sleep(0.01)
+            sys.exit(0)
+        signal.signal(signal.SIGTERM, stop)
+        Path({str(tmp_path / 'ready')!r}).write_text("ready")
+        time.sleep(600)
+    """)
+    (tmp_path / "slow.py").write_text(slow)
+    parent = tmp_path / "parent.py"
+    parent.write_text(textwrap.dedent(f"""
+        import sys
+        from larpo.artifacts import RunLock
+        from larpo.processes import supervised
+        with RunLock({str(run_dir)!r}), supervised([sys.executable, {str(tmp_path / 'slow.py')!r}]) as proc:
+            proc.wait()
+    """))
+    p = subprocess.Popen([sys.executable, str(parent)], env={**os.environ, "PYTHONPATH": str(Path.cwd())})
+    child = None
+    try:
+        wait_until(lambda: (tmp_path / "ready").exists(), "the child")
+        child = int(re.search(r"child pid (\d+) \(", (run_dir / ".lock").read_text()).group(1))
+        p.kill()
+        p.wait()
+        wait_until(lambda: (tmp_path / "stopping").exists(), "the child's death signal")
+        with pytest.raises(RunLockedError, match=rf"; child pid {child} \(slow.py\)"):
+            RunLock(run_dir).acquire()  # the resume, at once: refused while the child lives
+        release.touch()
+        wait_until(lambda: not alive(child), "the child to stop")
+        lock = RunLock(run_dir)
+        lock.acquire()  # free now
+        lock.release()
+    finally:
+        release.touch()
+        if child is not None and alive(child):
+            os.kill(child, signal.SIGKILL)
+
+
+def test_sigterm_and_sighup_are_interrupts_with_their_exit_status():
+    """SIGTERM/SIGHUP to the pipeline run the clean-up of Ctrl-C (exit 128 + signum: 143, 129); a repeated
+    signal does not interrupt that clean-up."""
+    from larpo.processes import Terminated, signals_as_interrupts
+
+    for sig, status in ((signal.SIGTERM, 143), (signal.SIGHUP, 129)):
+        before = signal.getsignal(sig)
+        cleaned = []
+        with pytest.raises(Terminated) as err:
+            with signals_as_interrupts():
+                try:
+                    os.kill(os.getpid(), sig)
+                    time.sleep(5)  # the handler raises here, at once
+                finally:
+                    os.kill(os.getpid(), sig)  # again, during the clean-up: logged, not raised
+                    cleaned.append(True)
+        assert 128 + err.value.signum == status and isinstance(err.value, KeyboardInterrupt) and cleaned
+        assert signal.getsignal(sig) == before  # restored

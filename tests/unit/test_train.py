@@ -75,3 +75,32 @@ def test_fused_adamw_is_the_default_and_makes_the_same_steps():
     from larpo.config import TrainConfig
 
     assert TrainConfig.fused_optimizer is True
+
+
+class NaNFromCall(LambdaRankLoss):
+    """LambdaRank whose policy log-probs turn NaN from its ``n``-th call on (weights gone bad)."""
+
+    def __init__(self, n: int, **kw) -> None:
+        super().__init__(**kw)
+        self.n, self.calls = n, 0
+
+    def __call__(self, policy_logps, **kw):
+        self.calls += 1
+        return super().__call__(policy_logps=policy_logps * float("nan") if self.calls >= self.n else policy_logps, **kw)
+
+
+@pytest.mark.parametrize(("loss", "step"), [(NaNFromCall(2, beta=0.5), 2), (LambdaRankLoss(beta=float("inf")), 1)],
+                         ids=["nan at step 2", "beta=inf"])
+def test_training_stops_at_the_first_non_finite_loss_naming_the_step(loss, step):
+    """Issue 19, 12: a loss that turns NaN/inf stops training before that step's update (no NaN weights)."""
+    from larpo.train import NonFiniteLossError
+
+    model, tok = tiny_policy()
+    rows = copy.deepcopy(ROWS)
+    for row, lp in zip(rows, list_logps(model, tok, rows, 10**6)):
+        row["ref_logps"] = lp
+    cfg = OmegaConf.create(dict(lr=1e-2, epochs=1, lists_per_step=1, max_tokens=10**6, warmup_ratio=0.0,
+                                weight_decay=0.0, max_grad_norm=1.0, logprob_max_tokens=10**6))
+    with pytest.raises(NonFiniteLossError, match=rf"the loss is (nan|inf) at optimizer step {step} of 3 \(epoch 1\)"):
+        train_on_lists(model, tok, rows, loss, cfg, seed=0, log=lambda m: None)
+    assert all(torch.isfinite(p).all() for p in model.parameters())

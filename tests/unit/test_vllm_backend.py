@@ -210,6 +210,7 @@ def test_a_failed_engine_keeps_the_finished_batches(tmp_path):
     ex, cfg = _examples(4), _cfg(data_parallel_size=1)
     journal = BatchJournal(tmp_path / "generations.jsonl")
     shard(journal.final, 0).append(0, generate_batch(model, tok, ex, 0, OmegaConf.create(SAMPLING), 0, 1))
+    # (?s): the message quotes the engine's log, lines and all
     with pytest.raises(RuntimeError, match=r"(?s)vLLM generation failed: engine 0 exited with 1 \(re-run it alone: "
                                            r".* -m larpo.generation.vllm_backend .*generations.rank0.job.json\).*"
                                            "the same command resumes"):

@@ -39,7 +39,7 @@ def _not_here(config, why: str) -> None:
     pytest.skip(why)
 
 
-@pytest.fixture(autouse=True)
+@pytest.fixture(autouse=True, scope="module")  # module: before the module-scoped engines, which need vLLM
 def vllm_here(request):
     problem = vllm_missing()
     if problem:
