@@ -9,7 +9,7 @@ PY := $(VENV)/bin/python
 STAMP := $(VENV)/.larpo-installed
 endif
 
-.PHONY: install run test faults smoke lint clean gpu-check check-gpu-extra vllm-env test-vllm bench-vllm real-demo round0 real-model table-real table-objectives table-memorization fig-negatives fig-temperature fig-listsize fig-passn paper-mini notebooks bench
+.PHONY: install run test faults smoke lint clean gpu-check check-gpu-extra vllm-env test-vllm bench-vllm real-demo real-objectives real-listsize round0 real-model table-real table-objectives table-memorization fig-negatives fig-temperature fig-listsize fig-passn paper-mini notebooks bench
 
 install: $(STAMP)
 
@@ -55,6 +55,13 @@ test-vllm: vllm-env real-model
 # CPU, generation and evaluation on vLLM's CPU engine (ARGS=seed=1 for another seed).
 real-demo: vllm-env real-model
 	$(VLLM_PY) run.py experiment=smollm2_cpu $(ARGS)
+
+# The paper's studies on the real model (experiments/real_*/study.yaml: three seeds, one run at a time,
+# each a `make real-demo` with the study's overrides; DRY=1 prints the commands).
+real-objectives: vllm-env real-model  ## Tables 2/3 on SmolLM2: LambdaRank, ListMLE, pairwise, contrastive, iterative DPO
+	$(VLLM_PY) -m larpo.studies $(if $(DRY),run-dry,run) real_objectives $(if $(JOBS),--jobs $(JOBS))
+real-listsize: vllm-env real-model  ## Fig. 3c on SmolLM2: list size 4 vs 8
+	$(VLLM_PY) -m larpo.studies $(if $(DRY),run-dry,run) real_listsize $(if $(JOBS),--jobs $(JOBS))
 
 # HF generate vs vLLM's CPU engine: start-up, tokens/s, break-even (benchmarks/results/vllm_cpu.md)
 bench-vllm: vllm-env real-model

@@ -54,6 +54,12 @@ def sweep_dir(name: str) -> Path:
     return REPO / "multirun" / f"study_{name}"
 
 
+def study_jobs(study: dict, jobs: int | None) -> int:
+    """The jobs at once: ``--jobs N``, else the study's own ``jobs:`` (a real-model study that needs the
+    whole machine per run says 1), else :func:`default_jobs`."""
+    return jobs or int(study.get("jobs") or 0) or default_jobs()
+
+
 def default_jobs() -> int:
     """Parallel jobs of a study: ``LARPO_JOBS``, else the machine's cores (at most 4)."""
     value = os.environ.get("LARPO_JOBS")
@@ -77,7 +83,7 @@ def sweep_commands(study: dict, extra: list[str], jobs: int) -> list[list[str]]:
 
 
 def run_sweep(study: dict, extra: list[str], jobs: int | None = None) -> None:
-    for cmd in sweep_commands(study, extra, jobs or default_jobs()):
+    for cmd in sweep_commands(study, extra, study_jobs(study, jobs)):
         subprocess.run(cmd, cwd=REPO, check=True)
 
 
@@ -324,7 +330,7 @@ def main(argv: list[str]) -> None:
     study = load_study(argv[1])
     if argv[0] == "run-dry":
         extra, jobs = _jobs_option(list(argv[2:]))
-        for cmd in sweep_commands(study, extra, jobs or default_jobs()):
+        for cmd in sweep_commands(study, extra, study_jobs(study, jobs)):
             sys.stdout.write(" ".join(shlex.quote(c) for c in cmd) + "\n")
         return
     if argv[0].startswith("real"):
@@ -336,7 +342,7 @@ def main(argv: list[str]) -> None:
     extra, jobs = _jobs_option(list(argv[2:]))
     note = None
     if argv[0] == "run":
-        jobs = jobs or default_jobs()
+        jobs = study_jobs(study, jobs)
         before = len(list(sweep_dir(study["name"]).rglob("summary.json")))
         t0 = time.perf_counter()
         run_sweep(study, extra, jobs)

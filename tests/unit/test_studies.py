@@ -160,3 +160,17 @@ def test_make_dry_is_dry_at_every_scale(scale):
     assert out.returncode == 0, out.stderr
     (study,) = [x for x in out.stdout.splitlines() if "larpo.studies" in x]
     assert f"larpo.studies {'real' if scale else 'run'}-dry passn" in study
+
+
+@pytest.mark.parametrize("name", ["real_objectives", "real_listsize"])
+def test_a_real_model_study_runs_one_job_at_a_time(name, monkeypatch, capsys):
+    """vLLM's CPU engine and the trainer each take the machine's cores: the study's `jobs: 1` holds over
+    LARPO_JOBS (two parallel runs of SmolLM2 would each run at half speed and double the RAM)."""
+    from larpo import studies
+
+    monkeypatch.setenv("LARPO_JOBS", "4")
+    studies.main(["run-dry", name])
+    lines = capsys.readouterr().out.splitlines()
+    assert lines and all("experiment=smollm2_cpu" in line and "joblib" not in line for line in lines)
+    studies.main(["run-dry", name, "--jobs", "2"])  # an explicit --jobs still wins
+    assert all("hydra.launcher.n_jobs=2" in line for line in capsys.readouterr().out.splitlines())
