@@ -237,6 +237,13 @@ class VLLMPolicy:
 
         self.tokenizer = tokenizer
         self.platform = vllm_platform()
+        if self.platform == "cpu":
+            # The engine core in this process, not in a process of its own: with its own process it starts
+            # stepping while a call's requests still arrive, so how many share the first batches depends on
+            # timing, and in bfloat16 a row's arithmetic depends on its batch (seed 7 twice gave other
+            # SmolLM2 samples on a loaded machine). In-process, a call's requests are all queued before the
+            # first step: the same call gives the same batches, and the same seed the same samples.
+            os.environ["VLLM_ENABLE_V1_MULTIPROCESSING"] = "0"
         self.llm = LLM(**engine_kwargs(checkpoint, vllm_options(options), trust_remote_code, self.platform,
                                        model_dtype))
 
