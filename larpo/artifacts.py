@@ -14,11 +14,9 @@ from collections.abc import Iterable, Iterator
 from pathlib import Path
 from typing import Any
 
+from larpo.errors import ArtifactError, RunLockedError
+
 STAGES = ("sft", "generate", "score", "select", "train", "evaluate")
-
-
-class ArtifactError(ValueError):
-    """A run-directory file is missing or malformed; the message names the file (and line)."""
 
 
 class RunDir:
@@ -284,10 +282,6 @@ class BatchJournal:
         batches = self.completed()
         write_jsonl(self.final, (row for b in sorted(batches) for row in batches[b]))
         self.path.unlink(missing_ok=True)
-
-
-class RunLockedError(RuntimeError):
-    """Another live process holds the run directory."""
 
 
 class RunLock:

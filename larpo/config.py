@@ -19,6 +19,8 @@ from typing import Any
 from hydra.core.config_store import ConfigStore
 from omegaconf import MISSING
 
+from larpo.errors import ConfigError
+
 # The Hydra config tree shipped beside the package (conf/).
 CONF_DIR = Path(__file__).resolve().parents[1] / "conf"
 
@@ -307,10 +309,6 @@ RESOURCE_PREFIXES = ("sampling.vllm.",)
 # Keys added after run directories were made, with the value those runs used: a manifest
 # without the key resumes as if it had this value.
 ADDED_KEYS = {"sampling.backend": "hf"}
-
-
-class ConfigError(ValueError):
-    """An option is out of its allowed range; the message names the key, the value and the range."""
 
 
 def _walk(schema: Any, node: Any, prefix: str) -> list[str]:

@@ -21,8 +21,9 @@ from collections import defaultdict
 from collections.abc import Sequence
 from typing import Any
 
-from larpo.generate import derive_seed, sample
+from larpo.generation.sampling import sample
 from larpo.model import response_ids
+from larpo.seeds import derive_seed
 
 logger = logging.getLogger(__name__)
 
@@ -182,8 +183,8 @@ def baseline_rows(ctx, r: int, examples: Sequence) -> list[dict] | None:
     Checked before round r generates anything: two rounds evaluated on different prompt sets are
     never compared (round 0 re-evaluated alone with another ``eval.n_prompts`` made the gain 0.0).
     """
+    from larpo.errors import PipelineError
     from larpo.schemas import EVAL_OUTPUTS
-    from larpo.stages import PipelineError
 
     path = ctx.rd.eval_outputs(0)
     if not path.exists():
@@ -221,7 +222,7 @@ def held_out_metrics(ctx, r: int, model, tok) -> tuple[dict[str, Any], list[dict
         if r == 0:
             base = rows  # round 0 against itself: the reference point of every later round
         elif base is None:
-            from larpo.stages import PipelineError
+            from larpo.errors import PipelineError
 
             raise PipelineError(f"round {r}: the win rate against round 0 needs round 0's held-out outputs "
                                 f"({ctx.rd.eval_outputs(0)}); evaluate round 0 first (`stage=evaluate round=0`)")

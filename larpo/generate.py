@@ -23,11 +23,9 @@ from collections.abc import Sequence
 
 from larpo.artifacts import BatchJournal
 from larpo.generation.negatives import ladder_block
-from larpo.generation.plan import Block, SamplingPlan, candidates_per_prompt, check_sampling
-from larpo.generation.sampling import _decode, _left_pad, derive_seed, length_batches, sample
-
-__all__ = ["_decode", "_left_pad", "candidates_per_prompt", "check_sampling", "derive_seed",
-           "generate_batch", "generate_candidates", "length_batches", "sample"]
+from larpo.generation.plan import Block, SamplingPlan, check_sampling
+from larpo.generation.sampling import length_batches, sample
+from larpo.seeds import derive_seed
 
 logger = logging.getLogger(__name__)
 
@@ -108,7 +106,7 @@ def _batch_rows(model, tokenizer, examples: Sequence, idx: Sequence[int], b: int
     return [_row(ex, i, blocks, record) for i, ex in enumerate(batch)]
 
 
-def _log_fallbacks(rows: list[dict], round_: int, level: str | None) -> None:
+def log_fallbacks(rows: list[dict], round_: int, level: str | None) -> None:
     found = [f for row in rows for f in row.get("sampling", {}).get("negatives_found", [])]
     if found and not all(found):
         logger.warning("round %d: %d of %d %s negatives found no incorrect response within the tries; "
@@ -147,7 +145,7 @@ def generate_candidates(
         rows = generate_batch(model, tokenizer, examples, b, sampling, seed, round_, task)
         journal.append(b, rows)
         rows_all += rows
-    _log_fallbacks(rows_all, round_, SamplingPlan.of(sampling).negatives)
+    log_fallbacks(rows_all, round_, SamplingPlan.of(sampling).negatives)
 
 
 def _length_batching(sampling) -> bool:
@@ -185,4 +183,4 @@ def _generate_by_length(model, tokenizer, examples: Sequence, sampling, seed: in
         for i, row in zip(batches[b], rows):
             journal.append(i, [row])
         rows_all += rows
-    _log_fallbacks(rows_all, round_, plan.negatives)
+    log_fallbacks(rows_all, round_, plan.negatives)

@@ -29,10 +29,10 @@ from pathlib import Path
 import torch
 
 from larpo.artifacts import RunDir, iter_jsonl
-from larpo.config import CONF_DIR, ConfigError
+from larpo.config import CONF_DIR
+from larpo.errors import ConfigError, PipelineError
 from larpo.model import is_checkpoint
 from larpo.processes import log_tail, supervised
-from larpo.stages import PipelineError
 
 logger = logging.getLogger(__name__)
 

@@ -127,7 +127,8 @@ def save_adapter(model, folder: Path, final: Path, base: str | Path, state_dict:
 def load_adapter_model(path: str | Path, dtype: torch.dtype, device: torch.device | None,
                        attn_implementation: str | None, trust_remote_code: bool):
     """Base (from ``lora_base.json``) + this folder's adapter, unmerged, in eval mode."""
-    from larpo.model import CheckpointError, load_model
+    from larpo.errors import CheckpointError
+    from larpo.model import load_model
 
     path = Path(path)
     ref_file = path / BASE_FILE

@@ -14,6 +14,8 @@ from pathlib import Path
 
 import torch
 
+from larpo.errors import CheckpointError, SystemMessageError
+
 logger = logging.getLogger(__name__)
 
 EMBEDDED_TOKENIZER = Path(__file__).parent / "assets" / "tokenizer"
@@ -33,10 +35,6 @@ def resolve_dtype(name: str) -> torch.dtype:
     if name not in _DTYPES:
         raise ValueError(f"model.dtype={name!r} is not one of {sorted(_DTYPES)}")
     return _DTYPES[name]
-
-
-class CheckpointError(RuntimeError):
-    """A model or tokenizer cannot be loaded; the message names the path."""
 
 
 def _looks_local(path: str) -> bool:
@@ -212,10 +210,6 @@ def storage_error(e: BaseException, where: Path) -> BaseException:
         return e
     code = int(match.group(1))
     return OSError(code, os.strerror(code), str(where))
-
-
-class SystemMessageError(ValueError):
-    """The model's chat template refuses a system message (e.g. Gemma's)."""
 
 
 def render_prompt(tokenizer, prompt: str, system: str | None = None) -> str:

@@ -24,20 +24,13 @@ from omegaconf import DictConfig, OmegaConf
 
 from larpo import lora
 from larpo.artifacts import RunDir, RunLock, read_json, write_json
-from larpo.config import ADDED_KEYS, RESOURCE_PREFIXES, VOLATILE_KEYS, ConfigError, Stage, validate_options
+from larpo.config import ADDED_KEYS, RESOURCE_PREFIXES, VOLATILE_KEYS, Stage, validate_options
+from larpo.errors import ConfigError, PipelineError
 from larpo.generation.plan import candidates_per_prompt, check_sampling
 from larpo.model import resolve_device, resolve_dtype
 from larpo.runs import command_record, resolve_run_dir, run_log, write_hydra_record
 from larpo.runs import portable as _portable
-from larpo.stages import (
-    ROUND_STAGES,
-    ROUND_ZERO,
-    STAGE_FUNCS,
-    PipelineError,
-    RunContext,
-    stage_outputs,
-    summarize,
-)
+from larpo.stages import ROUND_STAGES, ROUND_ZERO, STAGE_FUNCS, RunContext, stage_outputs, summarize
 
 logger = logging.getLogger(__name__)
 
@@ -365,10 +358,14 @@ def run(cfg: DictConfig) -> dict:
 def refusals() -> tuple[type[BaseException], ...]:
     """The errors that refuse a command with a message saying what to do (run.py prints that one
     message, no traceback); any other exception is a bug and keeps its traceback."""
-    from larpo.artifacts import ArtifactError, RunLockedError
-    from larpo.evals.judges import JudgeError, MissingAPIKeyError
-    from larpo.model import CheckpointError
-    from larpo.tasks.base import TaskDataError
+    from larpo.errors import (
+        ArtifactError,
+        CheckpointError,
+        JudgeError,
+        MissingAPIKeyError,
+        RunLockedError,
+        TaskDataError,
+    )
 
     return (ConfigError, PipelineError, ArtifactError, RunLockedError, CheckpointError, TaskDataError, JudgeError,
             MissingAPIKeyError)

@@ -12,8 +12,9 @@ import logging
 
 import torch
 
+from larpo.errors import PipelineError
 from larpo.model import check_local, load_model_config, load_tokenizer, prompt_ids
-from larpo.stages import PipelineError, RunContext, round_prompts
+from larpo.stages import RunContext, round_prompts
 
 logger = logging.getLogger(__name__)
 
@@ -244,10 +245,10 @@ def plan(ctx: RunContext, n_params: int, longest_prompt: int, platform: str | No
 
 def alpaca_eval_problem() -> str | None:
     """Why alpaca_eval cannot be used here (not installed, or its import fails), or None."""
-    from larpo.evals.alpacaeval import _import_alpaca_eval
+    from larpo.evals.alpacaeval import import_alpaca_eval
 
     try:
-        _import_alpaca_eval()
+        import_alpaca_eval()
     except ImportError as e:  # ModuleNotFoundError too: alpaca_eval itself, or what it imports (pkg_resources)
         return f"{type(e).__name__}: {e}"
     return None
@@ -317,8 +318,8 @@ def check_evaluation(ctx: RunContext) -> None:
     after minutes of generation."""
     from hydra.errors import InstantiationException
 
+    from larpo.errors import JudgeError, MissingAPIKeyError
     from larpo.evals.bench import check_benchmarks
-    from larpo.evals.judges import JudgeError, MissingAPIKeyError
 
     if not evaluation_pending(ctx):
         return

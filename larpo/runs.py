@@ -124,9 +124,9 @@ def dirname(cfg: Any, chosen: dict[str, str] | None = None) -> str:
 
 def _compatible(path: Path, cfg: Any) -> bool:
     """Whether ``path`` holds a run this config may resume (read-only: larpo.pipeline.check_run_dir)."""
-    from larpo.artifacts import ArtifactError, RunDir
+    from larpo.artifacts import RunDir
+    from larpo.errors import ArtifactError, PipelineError
     from larpo.pipeline import check_run_dir
-    from larpo.stages import PipelineError
 
     try:
         check_run_dir(RunDir(path), cfg)

@@ -16,7 +16,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from larpo.artifacts import ArtifactError, iter_jsonl_lines
+from larpo.artifacts import iter_jsonl_lines
+from larpo.errors import ArtifactError
 
 
 def _is_number(v: Any) -> bool:

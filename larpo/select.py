@@ -30,9 +30,9 @@ from collections import Counter
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
-from larpo.artifacts import ArtifactError
-from larpo.generate import derive_seed
+from larpo.errors import ArtifactError
 from larpo.schemas import Table
+from larpo.seeds import derive_seed
 
 logger = logging.getLogger(__name__)
 

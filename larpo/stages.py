@@ -14,17 +14,12 @@ from typing import Any
 import torch
 
 from larpo.artifacts import BatchJournal, RunDir, read_json, write_json, write_jsonl
-from larpo.generate import candidates_per_prompt, check_sampling, derive_seed, generate_candidates
-from larpo.model import (
-    CheckpointError,
-    build_model,
-    is_adapter_checkpoint,
-    is_checkpoint,
-    load_model,
-    load_tokenizer,
-    save_checkpoint,
-)
+from larpo.errors import CheckpointError, PipelineError
+from larpo.generate import generate_candidates
+from larpo.generation.plan import candidates_per_prompt, check_sampling
+from larpo.model import build_model, is_adapter_checkpoint, is_checkpoint, load_model, load_tokenizer, save_checkpoint
 from larpo.schemas import GENERATIONS, LISTS, SCORES, Table, check_candidates, check_ids, read_table
+from larpo.seeds import derive_seed
 
 logger = logging.getLogger(__name__)
 
@@ -34,10 +29,6 @@ def reward_loaded(reward):
     from contextlib import nullcontext
 
     return reward.loaded() if hasattr(reward, "loaded") else nullcontext()
-
-
-class PipelineError(RuntimeError):
-    """A run cannot go on as asked; the message says what is missing and what to do."""
 
 
 @dataclass
@@ -151,7 +142,8 @@ def stage_generate(ctx: RunContext, r: int) -> None:
     check_sampling(ctx.cfg.sampling, ctx.task)  # before the policy loads (build_context checks it too, if wired)
     journal = BatchJournal(ctx.rd.generations(r))
     if ctx.cfg.sampling.backend == "vllm":  # child processes load the checkpoint folder into vLLM (GPU)
-        from larpo.generation.vllm_backend import VLLMGenerationError, generate_in_children
+        from larpo.errors import VLLMGenerationError
+        from larpo.generation.vllm_backend import generate_in_children
 
         try:
             generate_in_children(ctx.checkpoint(r - 1), round_prompts(ctx, r), ctx.cfg, r, journal)
@@ -223,7 +215,7 @@ def stage_train(ctx: RunContext, r: int) -> None:
 
         launch_train(ctx.cfg.train, ctx.rd, r, ctx.device, log)
         return
-    from larpo.train import NonFiniteLossError
+    from larpo.errors import NonFiniteLossError
 
     try:
         train_round(ctx.cfg, ctx.rd, r, ctx.loss_fn, ctx.dtype, ctx.device, log)

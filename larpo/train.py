@@ -16,15 +16,10 @@ from collections.abc import Callable, Sequence
 
 import torch
 
+from larpo.errors import NonFiniteLossError
 from larpo.logprobs import EncodedList, encode_lists, pack_by_tokens, sequence_logps, to_padded
 
 logger = logging.getLogger(__name__)
-
-
-class NonFiniteLossError(RuntimeError):
-    """The loss became NaN or infinite: training stops there, before the optimizer step and before
-    anything is saved (a checkpoint trained to NaN must never be marked done)."""
-
 
 
 def _fusable(params: Sequence[torch.Tensor]) -> bool:

@@ -23,9 +23,9 @@ import torch
 
 from larpo import lora
 from larpo.artifacts import RunDir, read_json, write_json, write_jsonl
-from larpo.generate import derive_seed
 from larpo.model import is_adapter_checkpoint, load_model, load_optimizer_state, load_tokenizer, save_checkpoint
 from larpo.schemas import LISTS, read_table
+from larpo.seeds import derive_seed
 
 logger = logging.getLogger(__name__)
 

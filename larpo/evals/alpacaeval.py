@@ -50,7 +50,7 @@ CLIENT_KWARGS = frozenset({"model_name", "requires_chatml", "price_per_token", "
 _PATCH_LOCK = threading.Lock()
 
 
-def _import_alpaca_eval():
+def import_alpaca_eval():
     """Import alpaca_eval, undoing its import-time ``logging.getLogger().setLevel(INFO)``."""
     root, level = logging.getLogger(), logging.getLogger().level
     import alpaca_eval  # noqa: F401  (loads .env too: alpaca_eval's own behaviour)
@@ -89,7 +89,7 @@ def load_reference(path: str | Path | None = None) -> list[dict]:
 @contextlib.contextmanager
 def local_lc_weights(df_gamed: str | Path, instruction_difficulty: str | Path | None = None) -> Iterator[None]:
     """Serve alpaca_eval's LC weight files from local paths while the block runs (see module doc)."""
-    _import_alpaca_eval()
+    import_alpaca_eval()
     from alpaca_eval.metrics import glm_winrate
 
     files = {"df_gamed.csv": df_gamed, "instruction_difficulty.csv": instruction_difficulty}
@@ -196,7 +196,7 @@ def evaluate_outputs(instructions: Sequence[str], outputs: Sequence[str], refere
     if missing:
         raise ValueError(f"{len(missing)} instructions are not in the reference, e.g. {missing[0][:80]!r}")
     _check_renderable(instructions, outputs)
-    alpaca_eval = _import_alpaca_eval()
+    alpaca_eval = import_alpaca_eval()
     from alpaca_eval import metrics
 
     n_lc, lc_error, df_gamed = None, None, None
@@ -360,7 +360,7 @@ def win_rates_vs_baseline(rows: Sequence[dict], baseline_rows: Sequence[dict],
     part explained by answering longer (or shorter) than round 0 removed. Unlike AlpacaEval 2's LC
     it has no instruction-difficulty term (the embedded prompts have none) and no gamed baselines.
     """
-    _import_alpaca_eval()
+    import_alpaca_eval()
     import pandas as pd
     from alpaca_eval import metrics
 

@@ -34,6 +34,8 @@ from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any, Protocol
 
+from larpo.errors import JudgeError, JudgeHTTPError, MissingAPIKeyError
+
 logger = logging.getLogger(__name__)
 
 Messages = list[dict[str, str]]
@@ -46,19 +48,6 @@ class Judge(Protocol):
     name: str
 
     def complete(self, prompts: Sequence[Messages]) -> list[str]: ...
-
-
-class MissingAPIKeyError(RuntimeError):
-    """A judge that needs an API key was built without the environment variable holding it."""
-
-
-class JudgeError(RuntimeError):
-    """A judge cannot give a verdict (unreachable, failing, or answering what cannot be read), after
-    the bounded retries; the message names the judge (and its URL) and never holds the key."""
-
-
-class JudgeHTTPError(JudgeError):
-    """The judge's server failed (after the bounded retries); the message never holds the key."""
 
 
 def chatml_to_messages(prompt: str) -> Messages:
@@ -275,7 +264,8 @@ class HFLocalJudge(_TextJudgeForAlpacaEval):
 
     def check(self) -> None:
         """Start-up: the model's folder (or hub id) and its config are there; no weights are loaded."""
-        from larpo.model import CheckpointError, check_local
+        from larpo.errors import CheckpointError
+        from larpo.model import check_local
 
         check_local(self.pretrained, "judge.pretrained")
         try:

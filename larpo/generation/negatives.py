@@ -27,7 +27,8 @@ import random
 from collections.abc import Callable, Sequence
 
 from larpo.generation.plan import Block, SamplingPlan
-from larpo.generation.sampling import derive_seed, sample
+from larpo.generation.sampling import sample
+from larpo.seeds import derive_seed
 
 
 def trigrams(text: str) -> set[str]:

@@ -20,7 +20,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any
 
-from larpo.config import ConfigError
+from larpo.errors import ConfigError
 
 # The ladder's default temperatures (paper Fig. 2b: low temperature is confidently wrong,
 # high temperature wanders); ``negatives_temperature`` overrides them.

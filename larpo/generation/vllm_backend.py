@@ -57,19 +57,12 @@ from typing import Any
 
 # Light imports only: a child that cannot run (no vllm) fails before torch is imported.
 from larpo.artifacts import BatchJournal
+from larpo.errors import VLLMGenerationError, VLLMUnavailable
 
 logger = logging.getLogger(__name__)
 
 INSTALL_HINT = "on a GPU machine pip install -e '.[gpu]'; on a CPU, `make vllm-env` (vLLM's CPU build in .venv-vllm)"
 GiB = 1 << 30
-
-
-class VLLMUnavailable(RuntimeError):
-    """sampling.backend=vllm cannot run here (no vllm, a broken install, or no device for it)."""
-
-
-class VLLMGenerationError(RuntimeError):
-    """An engine child failed; the message names it, its log's last lines, and that the stage resumes."""
 
 
 def vllm_platform() -> str:
@@ -145,7 +138,7 @@ def build_requests(ids: Sequence[list[int]], n: int, temperature: float, top_p: 
 
     ``temperature <= 0`` is greedy (as in the HF path): vLLM's temperature 0, top_p 1.
     """
-    from larpo.generation.sampling import derive_seed
+    from larpo.seeds import derive_seed
 
     greedy = temperature <= 0
     return [Request(prompt_token_ids=list(x), n=n, temperature=0.0 if greedy else float(temperature),
@@ -167,7 +160,7 @@ def completions_to_texts(outputs: Sequence, tokenizer, n: int) -> tuple[list[lis
     """vLLM ``RequestOutput``s (one per prompt, in request order) -> responses [P][n], finished [P][n].
 
     Reads only ``output.outputs[j].token_ids`` and ``.finish_reason``. Each completion is cut at
-    its first EOS and decoded with specials kept (as :func:`larpo.generation.sampling._decode`),
+    its first EOS and decoded with specials kept (as :func:`larpo.generation.sampling.decode_new_tokens`),
     so re-encoding the text gives the generated ids; finished = ``finish_reason == "stop"``.
     """
     eos = tokenizer.eos_token_id
@@ -339,7 +332,7 @@ def generate_in_children(checkpoint: Path, examples: Sequence, cfg: Any, round_:
     """The generate stage with vLLM: children fill ``journal`` with every batch of the round."""
     from omegaconf import OmegaConf
 
-    from larpo.generate import _log_fallbacks
+    from larpo.generate import log_fallbacks
     from larpo.generation.plan import NEEDS_CORRECTNESS, SamplingPlan
 
     s = cfg.sampling
@@ -373,7 +366,7 @@ def generate_in_children(checkpoint: Path, examples: Sequence, cfg: Any, round_:
     if missing:
         raise RuntimeError(f"round {round_} generate (vLLM): batches {missing[:10]} are missing after the engines "
                            "finished; run the same command again to redo them")
-    _log_fallbacks([row for b in sorted(done) for row in done[b]], round_, plan.negatives)
+    log_fallbacks([row for b in sorted(done) for row in done[b]], round_, plan.negatives)
 
 
 def child_log(job_file: Path) -> Path:

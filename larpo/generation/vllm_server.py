@@ -49,7 +49,7 @@ class ServedPolicy:
         self.proc, self._requests, self._replies, self.log_path, self.config = proc, requests, replies, log_path, config
 
     def _read(self, timeout: float, what: str) -> dict:
-        from larpo.generation.vllm_backend import VLLMGenerationError
+        from larpo.errors import VLLMGenerationError
         from larpo.processes import log_tail
 
         ready, _, _ = select.select([self._replies], [], [], timeout)

@@ -10,9 +10,9 @@ from pathlib import Path
 
 import pytest
 
-from larpo.artifacts import ArtifactError, RunDir
+from larpo.artifacts import RunDir
+from larpo.errors import ArtifactError, PipelineError
 from larpo.pipeline import run
-from larpo.stages import PipelineError
 from tests.faults.conftest import digest, fault_cfg, raw_digest
 
 

@@ -11,8 +11,8 @@ import sys
 import pytest
 
 from larpo import artifacts
+from larpo.errors import PipelineError
 from larpo.pipeline import run
-from larpo.stages import PipelineError
 from tests.faults.conftest import REPO, digest, fault_cfg
 
 

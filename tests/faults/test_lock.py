@@ -12,7 +12,8 @@ import time
 
 import pytest
 
-from larpo.artifacts import RunLock, RunLockedError
+from larpo.artifacts import RunLock
+from larpo.errors import RunLockedError
 from larpo.pipeline import run
 from tests.faults.conftest import REPO, digest, fault_cfg, raw_digest, run_driver
 from tests.faults.driver import release_file

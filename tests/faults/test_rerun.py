@@ -6,7 +6,8 @@ import shutil
 
 import pytest
 
-from larpo.artifacts import ArtifactError, RunDir
+from larpo.artifacts import RunDir
+from larpo.errors import ArtifactError
 from larpo.pipeline import run
 from tests.faults.conftest import digest, fault_cfg
 

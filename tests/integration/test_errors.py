@@ -7,9 +7,9 @@ from pathlib import Path
 
 import pytest
 
-from larpo.artifacts import ArtifactError, RunDir
+from larpo.artifacts import RunDir
+from larpo.errors import ArtifactError, PipelineError
 from larpo.pipeline import run
-from larpo.stages import PipelineError
 
 FAST = ("rounds=1", "sft.steps=0", "eval.pass_at_max=0", "threads=1")
 

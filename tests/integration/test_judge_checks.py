@@ -8,9 +8,8 @@ from pathlib import Path
 
 import pytest
 
-from larpo.evals.judges import JudgeError
+from larpo.errors import JudgeError, PipelineError
 from larpo.pipeline import run
-from larpo.stages import PipelineError
 from tests.conftest import compose_config
 from tests.unit.test_evals_judges import STALL, ChatServer, chat_response
 

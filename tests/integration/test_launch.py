@@ -16,11 +16,11 @@ from hydra.utils import instantiate
 from safetensors.torch import load_file
 
 from larpo.artifacts import RunDir, read_json, read_jsonl, write_jsonl
+from larpo.errors import PipelineError
 from larpo.launch import LOG_FILE, accelerate_config_path, check_launch, launch_command, launch_train
 from larpo.logprobs import list_logps
 from larpo.model import save_checkpoint
 from larpo.pipeline import write_manifest
-from larpo.stages import PipelineError
 from larpo.train_round import STEPS_FILE, train_round
 from tests.conftest import compose_config
 from tests.unit.tiny import tiny_policy
@@ -104,7 +104,7 @@ def test_launch_command_on_cpu_is_real_ddp(tmp_path):
 
 def test_accelerate_config_names_and_checks(tmp_path):
     assert accelerate_config_path("zero2").name == "zero2.yaml"
-    from larpo.config import ConfigError
+    from larpo.errors import ConfigError
 
     with pytest.raises(ConfigError, match="train.accelerate_config='zero9'"):
         accelerate_config_path("zero9")

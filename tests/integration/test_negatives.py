@@ -11,7 +11,7 @@ import pytest
 from hydra.utils import instantiate
 
 from larpo.artifacts import BatchJournal, RunDir, read_json, read_jsonl
-from larpo.generate import candidates_per_prompt
+from larpo.generation.plan import candidates_per_prompt
 from larpo.pipeline import run
 
 

@@ -17,8 +17,8 @@ from safetensors.torch import load_file
 
 from larpo import stages
 from larpo.artifacts import BatchJournal, RunDir, read_json, read_jsonl
-from larpo.generate import derive_seed
 from larpo.pipeline import run
+from larpo.seeds import derive_seed
 from tests.unit.tiny import naive_logp
 
 ROUNDS = 2  # experiment=smoke

@@ -26,7 +26,7 @@ def _offline(monkeypatch: pytest.MonkeyPatch) -> None:
         raise OSError("offline test: the hub must not be contacted")
 
     monkeypatch.setattr(huggingface_hub, "hf_hub_download", refuse)
-    ae._import_alpaca_eval()
+    ae.import_alpaca_eval()
     from alpaca_eval.metrics import glm_winrate
 
     monkeypatch.setattr(glm_winrate, "hf_hub_download", refuse)  # only local_lc_weights may serve files

@@ -14,16 +14,8 @@ from pathlib import Path
 import pytest
 from omegaconf import OmegaConf
 
-from larpo.evals.judges import (
-    REWARD_PROMPT,
-    HFLocalJudge,
-    JudgeError,
-    JudgeHTTPError,
-    MissingAPIKeyError,
-    OpenAICompatibleJudge,
-    RewardJudge,
-    chatml_to_messages,
-)
+from larpo.errors import JudgeError, JudgeHTTPError, MissingAPIKeyError
+from larpo.evals.judges import REWARD_PROMPT, HFLocalJudge, OpenAICompatibleJudge, RewardJudge, chatml_to_messages
 
 CONF = Path(__file__).resolve().parents[2] / "conf"
 SECRET = "sk-test-DO-NOT-LEAK-1234567890"

@@ -9,10 +9,13 @@ import torch
 from omegaconf import OmegaConf
 
 from larpo.artifacts import BatchJournal, read_jsonl
-from larpo.config import ConfigError, validate_options
-from larpo.generate import _decode, candidates_per_prompt, check_sampling, derive_seed, generate_candidates, sample
+from larpo.config import validate_options
+from larpo.errors import ConfigError
+from larpo.generate import generate_candidates
 from larpo.generation.negatives import related_prompts
-from larpo.generation.plan import SamplingPlan
+from larpo.generation.plan import SamplingPlan, candidates_per_prompt, check_sampling
+from larpo.generation.sampling import decode_new_tokens, sample
+from larpo.seeds import derive_seed
 from larpo.stages import round_prompts
 from larpo.tasks import Example
 from tests.conftest import compose_config
@@ -65,7 +68,7 @@ def test_decode_cuts_at_the_first_eos():
     _, tok = tiny_policy()
     ids = tok("82", add_special_tokens=False)["input_ids"]
     eos = tok.eos_token_id
-    texts, finished = _decode(tok, torch.tensor([ids + [eos] + ids + [eos], ids + ids + ids]))
+    texts, finished = decode_new_tokens(tok, torch.tensor([ids + [eos] + ids + [eos], ids + ids + ids]))
     assert texts == ["82", "828282"] and finished == [True, False]
 
 

@@ -6,7 +6,8 @@ import pytest
 from omegaconf import OmegaConf
 
 from larpo.artifacts import BatchJournal, read_jsonl
-from larpo.generate import generate_candidates, length_batches, sample
+from larpo.generate import generate_candidates
+from larpo.generation.sampling import length_batches, sample
 from larpo.tasks import Example
 from tests.unit.tiny import tiny_policy
 

@@ -334,7 +334,7 @@ def test_a_prompt_of_another_type_is_refused_naming_file_row_and_field(tmp_path,
     rows = si.uf_train_rows()
     rows[3] = {**rows[3], "prompt": value}
     path = si.write_rows(rows, "jsonl", tmp_path)  # mixed types: strings, then the bad one on row 4
-    from larpo.tasks.base import TaskDataError
+    from larpo.errors import TaskDataError
 
     with pytest.raises(TaskDataError) as err:
         uf(path, cache).split("train")

@@ -9,9 +9,10 @@ import torch
 from omegaconf import OmegaConf
 
 from larpo import lora
+from larpo.errors import CheckpointError
 from larpo.logprobs import list_logps
 from larpo.losses import LambdaRankLoss
-from larpo.model import CheckpointError, is_checkpoint, load_model, save_checkpoint
+from larpo.model import is_checkpoint, load_model, save_checkpoint
 from larpo.train import train_on_lists
 from tests.unit.test_train import ROWS
 from tests.unit.tiny import tiny_policy

@@ -7,7 +7,7 @@ import random
 
 import pytest
 
-from larpo.artifacts import ArtifactError
+from larpo.errors import ArtifactError
 from larpo.schemas import Table
 from larpo.select import AllCandidates, RandomK, TopBottom, build_lists, rank_by_reward
 

@@ -93,7 +93,7 @@ class NaNFromCall(LambdaRankLoss):
                          ids=["nan at step 2", "beta=inf"])
 def test_training_stops_at_the_first_non_finite_loss_naming_the_step(loss, step):
     """Issue 19, 12: a loss that turns NaN/inf stops training before that step's update (no NaN weights)."""
-    from larpo.train import NonFiniteLossError
+    from larpo.errors import NonFiniteLossError
 
     model, tok = tiny_policy()
     rows = copy.deepcopy(ROWS)

@@ -15,11 +15,11 @@ import torch
 from omegaconf import OmegaConf
 
 from larpo.artifacts import BatchJournal, read_jsonl
-from larpo.config import ConfigError, validate_options
-from larpo.generate import _decode, generate_batch
-from larpo.generation.sampling import derive_seed
+from larpo.config import validate_options
+from larpo.errors import ConfigError, VLLMUnavailable
+from larpo.generate import generate_batch
+from larpo.generation.sampling import decode_new_tokens
 from larpo.generation.vllm_backend import (
-    VLLMUnavailable,
     absorb,
     build_requests,
     completions_to_texts,
@@ -30,6 +30,7 @@ from larpo.generation.vllm_backend import (
     shard,
 )
 from larpo.model import load_tokenizer, prompt_ids
+from larpo.seeds import derive_seed
 from larpo.tasks import Example
 from tests.conftest import compose_config
 from tests.unit.tiny import tiny_policy
@@ -81,13 +82,13 @@ def test_completions_become_texts_cut_at_eos_and_finished_from_stop(tok):
 
 
 def test_conversion_matches_the_hf_decoding(tok):
-    """The same generated tokens give the same (text, finished) as the HF path's ``_decode``."""
+    """The same generated tokens give the same (text, finished) as the HF path's ``decode_new_tokens``."""
     eos = tok.eos_token_id
     done = tok("12+3", add_special_tokens=False)["input_ids"] + [eos]
     cut = tok("99 1", add_special_tokens=False)["input_ids"]  # ran into max_tokens
     width = max(len(done), len(cut))
     padded = torch.tensor([done + [eos] * (width - len(done)), cut + [eos] * 0 + cut[: width - len(cut)]])
-    hf = _decode(tok, padded[:, :width])
+    hf = decode_new_tokens(tok, padded[:, :width])
     vllm_shaped = [Output([Completion(done, "stop")]), Output([Completion(padded[1].tolist(), "length")])]
     texts, finished = completions_to_texts(vllm_shaped, tok, n=1)
     assert ([t[0] for t in texts], [f[0] for f in finished]) == hf
