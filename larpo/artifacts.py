@@ -58,6 +58,10 @@ class RunDir:
     def train_log(self, r: int) -> Path:
         return self.round_dir(r) / "train.json"
 
+    def train_steps(self, r: int) -> Path:
+        """The train stage's per-step metrics (the accelerate worker's, replayed into the parent's logger)."""
+        return self.round_dir(r) / "train_steps.jsonl"
+
     def marker(self, r: int, stage: str) -> Path:
         if stage not in STAGES:
             raise ValueError(f"unknown stage {stage!r}; choose from {list(STAGES)}")
@@ -111,6 +115,11 @@ class RunDir:
                     f"{self.root / rel}: its sha256 differs from the one recorded when round {r}'s {stage} stage "
                     f"wrote it ({self.marker(r, stage)}): it was changed or damaged since; re-create it with "
                     f"`{redo(r, stage)}`")
+
+
+def checkpoint_stage(r: int) -> str:
+    """The stage that writes round r's checkpoint (round 0: the start policy)."""
+    return "sft" if r == 0 else "train"
 
 
 def redo(r: int, stage: str) -> str:

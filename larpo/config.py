@@ -196,7 +196,7 @@ class SamplingConfig:
     negatives_per_try: int = bounded(4, 1)
     backend: Backend = Backend.hf  # hf | vllm
     vllm: VLLMConfig = field(default_factory=VLLMConfig)
-    # Batches of prompts of similar token length (larpo/generate.py): faster, same rows in the
+    # Batches of prompts of similar token length (larpo/generation/candidates.py): faster, same rows in the
     # same order, but other samples than the default's (a prompt shares its random stream with others).
     length_batching: bool = False
 
@@ -215,7 +215,7 @@ class TrainConfig:
     # the checkpoint) instead of a fresh optimizer; costs 2x the model's size on disk.
     carry_optimizer: bool = False
     # Where the train stage runs: local = in this process; accelerate = a child `accelerate launch`
-    # over `num_processes` processes (DDP, DeepSpeed ZeRO or FSDP by `accelerate_config`; larpo/launch.py).
+    # over `num_processes` processes (DDP, DeepSpeed ZeRO or FSDP by `accelerate_config`; larpo/training/launch.py).
     launcher: Launcher = Launcher.local
     # An accelerate config file: a name in conf/accelerate (ddp, zero2, zero3, fsdp) or a path;
     # None = plain DDP (or one process) with no mixed precision.
@@ -309,6 +309,19 @@ RESOURCE_PREFIXES = ("sampling.vllm.",)
 # Keys added after run directories were made, with the value those runs used: a manifest
 # without the key resumes as if it had this value.
 ADDED_KEYS = {"sampling.backend": "hf"}
+
+
+def rebuild(data: Any, schema: type = Config) -> Any:
+    """A config node from plain values a parent process wrote, on its schema: ``Config`` (the accelerate
+    worker, from the run's manifest) or a sub-config (a vLLM child's ``sampling.vllm``, ``VLLMConfig``).
+
+    Every child process rebuilds its config this way: values typed as in the parent (enums), a key the
+    data lack takes the schema's default (a manifest written before the key existed), an unknown key is
+    refused.
+    """
+    from omegaconf import OmegaConf
+
+    return OmegaConf.merge(OmegaConf.structured(schema), data)
 
 
 def _walk(schema: Any, node: Any, prefix: str) -> list[str]:

@@ -28,6 +28,7 @@ carries ``lc_absent_reason``.
 from __future__ import annotations
 
 import contextlib
+import importlib.util
 import json
 import logging
 import tempfile
@@ -58,6 +59,30 @@ def import_alpaca_eval():
 
     root.setLevel(level)
     return alpaca_eval
+
+
+def alpaca_eval_problem() -> str | None:
+    """Why alpaca_eval cannot be used here (not installed, or its import fails), or None."""
+    try:
+        import_alpaca_eval()
+    except ImportError as e:  # ModuleNotFoundError too: alpaca_eval itself, or what it imports (pkg_resources)
+        return f"{type(e).__name__}: {e}"
+    return None
+
+
+def alpaca_style_on(eval_cfg) -> bool:
+    """``eval.alpaca_style``: true/false as set; null = when alpaca_eval can be imported."""
+    if eval_cfg.alpaca_style is None:
+        if not eval_cfg.held_out:
+            return False
+        if importlib.util.find_spec("alpaca_eval") is None:
+            return False  # not installed: said once at start-up (check_extras)
+        problem = alpaca_eval_problem()
+        if problem is not None:
+            logger.warning("eval.alpaca_style: alpaca_eval is installed but cannot be imported (%s); the "
+                           "AlpacaEval-style win rates are left out", problem)
+        return problem is None
+    return bool(eval_cfg.alpaca_style)
 
 
 def fetch_file(path: str | Path | None, filename: str, setting: str) -> Path:

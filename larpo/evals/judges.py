@@ -13,7 +13,7 @@ annotator YAML that has no ``fn_completions`` key (see ``larpo.evals.alpacaeval`
   OpenAI API (GPT-4-turbo for AlpacaEval 2, gpt-3.5-turbo-0125 for MixEval's model parser) or
   any compatible server (e.g. Llama-3-70B-Instruct behind vLLM, the paper's Table 3 judge).
 - ``HFLocalJudge``: a local Hugging Face causal LM, greedy, loaded lazily, released after use.
-- ``RewardJudge``: pairwise preference by a reward object (``larpo.score`` interface), offline.
+- ``RewardJudge``: pairwise preference by a reward object (``larpo.rewards.scoring`` interface), offline.
 """
 
 from __future__ import annotations
@@ -254,7 +254,8 @@ class HFLocalJudge(_TextJudgeForAlpacaEval):
         self._model = self._tokenizer = None
 
     def _load(self) -> None:
-        from larpo.model import load_model, load_tokenizer, resolve_device, resolve_dtype
+        from larpo.checkpoints import load_model
+        from larpo.model import load_tokenizer, resolve_device, resolve_dtype
 
         if self._model is None:
             logger.info("loading judge %s", self.name)
@@ -355,7 +356,7 @@ REWARD_PROMPT = re.compile(
 
 
 class RewardJudge:
-    """Pairwise preference by a reward: ``reward.score(prompts, responses, finished)`` (larpo.score).
+    """Pairwise preference by a reward: ``reward.score(prompts, responses, finished)`` (larpo.rewards.scoring).
 
     The better-scored output wins; equal scores are a draw (alpaca_eval's 1.5). For alpaca_eval it
     enters through alpaca_eval's own annotator machinery: the annotator ``larpo_reward`` renders

@@ -3,5 +3,5 @@ low-temperature candidates and the paper's negative difficulty ladder (DESIGN §
 
 ``sampling``: the HF ``generate`` primitives and seeds; ``plan``: what a round samples (read from
 ``cfg.sampling``, checked at start-up); ``negatives``: the ladder's extra candidates. The stage
-itself (batches, journal) is :mod:`larpo.generate`.
+itself (batches, journal) is :mod:`larpo.generation.candidates`.
 """

@@ -1,4 +1,4 @@
-"""``train.launcher=accelerate``: the train stage as a child ``accelerate launch`` (larpo/launch.py).
+"""``train.launcher=accelerate``: the train stage as a child ``accelerate launch`` (larpo/training/launch.py).
 
 Real DDP over gloo on CPU (``ACCELERATE_USE_CPU=1 ... --multi_gpu --num_processes 2``, NOTES):
 two processes, each taking its share of every step's micro-batches, must end with the weights
@@ -16,12 +16,12 @@ from hydra.utils import instantiate
 from safetensors.torch import load_file
 
 from larpo.artifacts import RunDir, read_json, read_jsonl, write_jsonl
+from larpo.checkpoints import save_checkpoint
 from larpo.errors import PipelineError
-from larpo.launch import LOG_FILE, accelerate_config_path, check_launch, launch_command, launch_train
 from larpo.logprobs import list_logps
-from larpo.model import save_checkpoint
-from larpo.pipeline import write_manifest
-from larpo.train_round import STEPS_FILE, train_round
+from larpo.manifest import write_manifest
+from larpo.training.launch import LOG_FILE, accelerate_config_path, check_launch, launch_command, launch_train
+from larpo.training.round import train_round
 from tests.conftest import compose_config
 from tests.unit.tiny import tiny_policy
 
@@ -79,7 +79,7 @@ def test_two_processes_end_with_the_weights_of_one(tmp_path):
     for x, y in zip(local_log, dist_log):
         assert y["train/loss"] == pytest.approx(x["train/loss"], rel=1e-5, abs=1e-6)
         assert y["train/grad_norm"] == pytest.approx(x["train/grad_norm"], rel=1e-4)
-    assert len(read_jsonl(two.round_dir(1) / STEPS_FILE)) == 6
+    assert len(read_jsonl(two.train_steps(1))) == 6
     assert "2 process(es)" in (two.round_dir(1) / LOG_FILE).read_text()
 
 
@@ -99,7 +99,7 @@ def test_launch_command_on_cpu_is_real_ddp(tmp_path):
     cmd, env = launch_command(cfg.train, RunDir(tmp_path), 1, CPU)
     assert env["ACCELERATE_USE_CPU"] == "1" and "--multi_gpu" in cmd and "--cpu" not in cmd
     assert cmd[cmd.index("--num_processes") + 1] == "2"
-    assert cmd[-4:] == ["-m", "larpo.train_round", str(tmp_path.resolve()), "1"]
+    assert cmd[-4:] == ["-m", "larpo.training.worker", str(tmp_path.resolve()), "1"]
 
 
 def test_accelerate_config_names_and_checks(tmp_path):

@@ -34,7 +34,8 @@ def weights(path: Path) -> dict[str, torch.Tensor]:
 
 def check_contract(cfg, rd: RunDir) -> None:
     """Every artifact of DESIGN §3, to the field name, and its values."""
-    from larpo.model import load_model, load_tokenizer
+    from larpo.checkpoints import load_model
+    from larpo.model import load_tokenizer
 
     task = instantiate(cfg.task)
     n_samples, n_top, n_bottom = cfg.sampling.n_samples, cfg.select.n_top, cfg.select.n_bottom
@@ -144,7 +145,8 @@ def test_reference_initial_uses_the_round0_policy(smoke_cfg):
     cfg = smoke_cfg("reference=initial", "eval.pass_at_max=0", "threads=1")
     run(cfg)
     rd = RunDir(cfg.run_dir)
-    from larpo.model import load_model, load_tokenizer
+    from larpo.checkpoints import load_model
+    from larpo.model import load_tokenizer
 
     check_reference(cfg, rd, 2, load_model, load_tokenizer)
     policy, tok = load_model(rd.checkpoint(1)), load_tokenizer(rd.checkpoint(1))

@@ -8,7 +8,8 @@ generations.jsonl and scores.jsonl, independently of larpo.select.
 from __future__ import annotations
 
 from larpo.artifacts import RunDir, read_jsonl
-from larpo.model import load_model, load_tokenizer
+from larpo.checkpoints import load_model
+from larpo.model import load_tokenizer
 from larpo.pipeline import run
 from tests.integration.test_pipeline import check_reference
 

@@ -85,5 +85,5 @@ def test_the_plan_is_logged_before_work(tmp_path, caplog):
     with caplog.at_level(logging.INFO, logger="larpo"):
         run(compose_config([*FAST, "rounds=0", f"run_dir={tmp_path / 'run'}"]))
     plan = next(r.getMessage() for r in caplog.records if r.getMessage().startswith("plan:"))
-    assert "0 round(s) x 16 prompts x 6 samples" in plan and "lists of 4 from 6 samples" in plan
+    assert "0 round(s) x 16 prompts x 6 samples" in plan and "lists of 4 from 6 candidates" in plan
     assert "GB per round's checkpoint" in plan

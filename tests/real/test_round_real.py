@@ -15,7 +15,7 @@ from hydra.utils import instantiate
 from safetensors.torch import load_file
 
 from larpo.artifacts import RunDir, read_json, read_jsonl
-from larpo.model import load_model
+from larpo.checkpoints import load_model
 from larpo.pipeline import run
 from tests.conftest import compose_config
 from tests.real.plain import ATOL, plain_logps

@@ -199,7 +199,7 @@ def test_template_markers_in_a_text_are_refused(data) -> None:
 
 
 def test_embedded_win_rates_vs_round_0() -> None:
-    from larpo.evaluate import win_rate
+    from larpo.evals.held_out import win_rate
 
     rewards = [1.0, 0.5, 0.0, 1.0, 0.0, 1.0, 0.5, 1.0, 0.0, 1.0, 0.5, 1.0]
     base_rewards = [0.0, 0.5, 1.0, 0.0, 0.0, 0.5, 1.0, 0.0, 0.5, 1.0, 0.0, 0.0]

@@ -141,7 +141,7 @@ def test_random_refuses_unseeded_or_short_lists():
         RandomK(k=2)([0.1, 0.2, 0.3])
     with pytest.raises(ValueError, match="2 candidates cannot give 3"):
         RandomK(k=3)([0.1, 0.2], random.Random(0))
-    with pytest.raises(ValueError, match="exceeds sampling.n_samples"):
+    with pytest.raises(ValueError, match="exceeds the 8 candidates per prompt"):
         RandomK(k=9).validate(8)
 
 

@@ -1,4 +1,4 @@
-"""Stage ``evaluate``: held-out metrics of a round's policy.
+"""The task's held-out metrics of a round's policy (the evaluate stage's ``eval=task`` part):
 
 - greedy accuracy with its standard error, per family, and the mean reward;
 - Pass@N for N = 1, 2, 4, ... (the policy as a retriever: does any of N samples pass), with
@@ -204,7 +204,7 @@ def baseline_rows(ctx, r: int, examples: Sequence) -> list[dict] | None:
 def held_out_metrics(ctx, r: int, model, tok) -> tuple[dict[str, Any], list[dict]]:
     """Greedy outputs on the task's held-out prompts and their metrics; returns (metrics, the
     eval_outputs.jsonl rows), written by the stage once everything else of the evaluation succeeded."""
-    from larpo.preflight import alpaca_style_on
+    from larpo.evals.alpacaeval import alpaca_style_on
 
     cfg, task, reward = ctx.cfg.eval, ctx.task, ctx.reward
     examples = task.split("eval")[: cfg.n_prompts]
