@@ -1,4 +1,4 @@
-"""Run-directory layout and atomic I/O (DESIGN §3).
+"""Run-directory layout and atomic I/O (docs/design.md, "Run directory contract").
 
 Every stage reads and writes only the files named here. Writes go to ``*.tmp`` and are
 moved into place with ``os.replace`` so a killed process never leaves a half-written

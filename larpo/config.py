@@ -1,8 +1,10 @@
-"""Structured config schemas, registered in Hydra's ConfigStore.
+"""Structured config schemas, registered in Hydra's ConfigStore: the one place an option's default is written.
 
 ``conf/config.yaml`` starts its defaults list with ``larpo_schema``, so every yaml and every
 command-line override is checked against these dataclasses: a misspelt key or a value of
 the wrong type fails at start-up with Hydra's own message, before any work is done.
+A group file on a schema (``conf/model``, ``sft``, ``sampling``, ``train``, ``eval/task.yaml``) holds
+only what its choice changes; tests/config/test_defaults.py keeps it so (docs/design.md, "Configuration").
 Groups whose members are chosen by ``_target_`` (loss, task, reward, select, logger) are
 open ``Any`` nodes: their keys are the constructor arguments of the target.
 """
@@ -136,7 +138,7 @@ class EachBound(Bound):
 
 
 class Negatives(str, Enum):
-    """The paper's negative difficulty ladder (Fig. 3a; DESIGN §1 "Hard negatives")."""
+    """The paper's negative difficulty ladder (Fig. 3a; docs/design.md, "Sampling plan")."""
 
     none = "none"
     easiest = "easiest"  # a response to a random other prompt of the round
@@ -203,7 +205,7 @@ class SamplingConfig:
 
 @dataclass
 class TrainConfig:
-    lr: float = bounded(1e-4, **POSITIVE)
+    lr: float = bounded(5e-5, **POSITIVE)
     epochs: int = bounded(2, 1)
     lists_per_step: int = bounded(32, 1)  # lists (prompts) per optimizer step; the rest is accumulation
     max_tokens: int = bounded(8192, 1)  # token budget of one micro-batch (padded, whole lists only)
@@ -249,7 +251,7 @@ class EvalConfig:
     win_rate: bool = True  # round r vs round 0, the reward as judge (ties = 1/2)
     # The same comparison through alpaca_eval's own metric code: raw and length-controlled. It needs the
     # `eval` extra: true refuses to start without it; null = when alpaca_eval is installed (said at start-up).
-    alpaca_style: bool | None = False
+    alpaca_style: bool | None = None
     # Benchmarks (AlpacaEval 2, MixEval): greedy answers, at most this long (and within the model's positions).
     benchmark_max_new_tokens: int = bounded(2048, 1)
     benchmark_batch_size: int = bounded(16, 1)
@@ -309,6 +311,10 @@ RESOURCE_PREFIXES = ("sampling.vllm.",)
 # Keys added after run directories were made, with the value those runs used: a manifest
 # without the key resumes as if it had this value.
 ADDED_KEYS = {"sampling.backend": "hf"}
+# Defaults whose written value changed where the option has no effect: (key, the condition under which it has
+# none, the value earlier manifests hold there, the value it means). eval.alpaca_style acts only with
+# eval.held_out; eval=task, the group that sets held_out, always wrote null, the schema said false.
+INERT_DEFAULTS = (("eval.alpaca_style", ("eval.held_out", False), False, None),)
 
 
 def rebuild(data: Any, schema: type = Config) -> Any:

@@ -19,7 +19,7 @@ the base and starting a fresh one. Why:
 
 - every round is "round-0 weights + one adapter", so any round loads without a chain of
   earlier adapters and without a full copy per round (which is what LoRA is meant to save);
-- the reference policy is consistent with DESIGN §1: ``reference=behavior`` is round r−1 =
+- the reference policy is the one of docs/design.md ("Stage graph"): ``reference=behavior`` is round r−1 =
   base + A_{r−1}, B_{r−1} — exactly the weights the policy starts round r from, loaded the
   same unmerged way, so the first step's margins are 0 as with full fine-tuning;
   ``reference=initial`` is round 0 = the base alone;

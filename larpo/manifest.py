@@ -18,7 +18,7 @@ from typing import Any
 from omegaconf import DictConfig, OmegaConf
 
 from larpo.artifacts import RunDir, read_json, write_json
-from larpo.config import ADDED_KEYS, RESOURCE_PREFIXES, VOLATILE_KEYS
+from larpo.config import ADDED_KEYS, INERT_DEFAULTS, RESOURCE_PREFIXES, VOLATILE_KEYS
 from larpo.errors import ArtifactError, PipelineError
 from larpo.runs import choices, command_record, dirname, hydra_config, portable
 
@@ -75,7 +75,7 @@ def _schema() -> DictConfig:
     return OmegaConf.structured(Config)
 
 
-def _is_default(key: str, value: Any, config: dict) -> bool:
+def is_default(key: str, value: Any, config: dict) -> bool:
     """Whether ``value`` is the default of option ``key``: the schema's (larpo/config.py) or, inside a
     component node (``_target_``), its constructor's keyword default."""
     import importlib
@@ -123,13 +123,16 @@ def check_run_dir(rd: RunDir, cfg: DictConfig) -> bool:
         old = read_json(rd.manifest).get("config", {})
         new = run_config(cfg)
         a, b = {**ADDED_KEYS, **_flatten(old)}, _flatten(new)
+        for key, (where, inert), was, means in INERT_DEFAULTS:  # an old default where it changes nothing
+            if a.get(where) == inert and a.get(key) == was:
+                a[key] = means
         # `rounds` may grow: later rounds never change earlier ones. A forced evaluation may use
         # other evaluation settings (a benchmark run alone on a checkpoint): they change no artifact
         # another stage reads. Resource settings (RESOURCE_PREFIXES) may always change.
         free = RESOURCE_PREFIXES + (("eval.", "judge.") if cfg.stage == "evaluate" else ())
         # Options added to LarPO since the run was made are compatible at their defaults (by
         # convention a new option's default keeps the old behaviour): an upgrade must not strand a run.
-        added = sorted(k for k in set(b) - set(a) if not k.startswith(free) and _is_default(k, b[k], new))
+        added = sorted(k for k in set(b) - set(a) if not k.startswith(free) and is_default(k, b[k], new))
         if added:
             logger.warning("%s predates option(s) %s; resuming with their defaults", rd.manifest, ", ".join(added))
         # The shipped assets (the embedded round 0, its tokenizer) are recorded as absolute paths;

@@ -1,4 +1,5 @@
-"""Loading policies and tokenizers, and the rendering of prompts (DESIGN §3).
+"""Loading policies and tokenizers, and the rendering of prompts: the model's own chat template with the
+generation prompt; a sequence is the rendered prompt's ids, the response's ids and EOS when it finished.
 
 The embedded default and a hub model take the same path: a checkpoint directory written by
 ``save_pretrained`` is re-loaded with ``from_pretrained``. Only round 0 of the embedded run
@@ -93,7 +94,7 @@ def load_model_config(model_cfg, tokenizer):
     check_local(path, "model.pretrained")
     if looks_local(path) and not (Path(path) / "config.json").exists():
         raise CheckpointError(f"model.pretrained: {path} is not a model folder (config.json missing)")
-    trust = bool(model_cfg.get("trust_remote_code", False))
+    trust = bool(model_cfg.trust_remote_code)
     try:
         config = AutoConfig.from_pretrained(path, trust_remote_code=trust)
     except (OSError, ValueError) as e:

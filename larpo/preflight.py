@@ -113,12 +113,10 @@ def vllm_share(n_params: int, param_bytes: int, utilization: float, gpu_bytes: f
 def world_size(cfg) -> int:
     """Training processes: ``train.num_processes`` if the launcher sets one, else the visible GPUs under
     ``train.launcher=accelerate``, else 1 (the in-process trainer)."""
-    from omegaconf import OmegaConf
-
-    n = OmegaConf.select(cfg, "train.num_processes", default=None)
+    n = cfg.train.num_processes
     if n:
         return int(n)
-    if str(OmegaConf.select(cfg, "train.launcher", default="none")) == "accelerate" and torch.cuda.is_available():
+    if cfg.train.launcher == "accelerate" and torch.cuda.is_available():
         return torch.cuda.device_count()
     return 1
 

@@ -1,5 +1,5 @@
 """Candidate generation beyond plain sampling: per-round temperatures, temperature splits, extra
-low-temperature candidates and the paper's negative difficulty ladder (DESIGN §1 "Hard negatives").
+low-temperature candidates and the paper's negative difficulty ladder (docs/design.md, "Sampling plan").
 
 ``sampling``: the HF ``generate`` primitives and seeds; ``plan``: what a round samples (read from
 ``cfg.sampling``, checked at start-up); ``negatives``: the ladder's extra candidates. The stage

@@ -1,4 +1,4 @@
-"""The paper's negative difficulty ladder (Fig. 3a; DESIGN §1 "Hard negatives").
+"""The paper's negative difficulty ladder (Fig. 3a; docs/design.md, "Sampling plan").
 
 Each level appends ``negatives_n`` candidates per prompt (kind ``negative:<level>``):
 

@@ -184,7 +184,7 @@ class PromptLengthFilter:
 
     A prompt is counted as the model will see it: rendered with the tokenizer's chat template
     (`apply_chat_template(..., add_generation_prompt=True)`, then encoded without extra
-    special tokens, as in DESIGN §3); a tokenizer without a template counts the raw text with
+    special tokens, as larpo.model.prompt_ids renders it); a tokenizer without a template counts the raw text with
     its special tokens.
     """
 

@@ -12,7 +12,7 @@ raises :class:`PipelineError` with the exit code, that path and the log's last l
 
 Without a config file the child runs plain DDP (or one process) without mixed precision.
 On a CPU (``device=cpu``, or no CUDA) the child gets ``ACCELERATE_USE_CPU=1`` and, for several
-processes, ``--multi_gpu``: with ``--cpu`` accelerate silently starts a single process (NOTES).
+processes, ``--multi_gpu``: with ``--cpu`` accelerate silently starts a single process.
 """
 
 from __future__ import annotations

@@ -52,7 +52,7 @@ def train_round(cfg, rd: RunDir, r: int, loss_fn, dtype: torch.dtype, device: to
     tok = load_tokenizer(prev, m.trust_remote_code)
     seed = derive_seed(cfg.seed, r, "train")
     torch.manual_seed(seed)  # the same on every rank: LoRA's initial A and dropout masks
-    use_lora = lora.enabled(m.get("lora"))
+    use_lora = lora.enabled(m.lora)
     if use_lora:
         model = lora.for_training(model, m.lora)
     if m.gradient_checkpointing:

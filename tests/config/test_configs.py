@@ -12,7 +12,7 @@ from hydra.errors import ConfigCompositionException, MissingConfigException
 from hydra.utils import instantiate
 from omegaconf import OmegaConf
 
-from tests.conftest import CONF_DIR, compose_config
+from tests.helpers.config import CONF_DIR, compose_config
 
 REPO = CONF_DIR.parent
 # local, local.example: per-user settings (gitignored) and the example to copy there; not options of a run.
@@ -79,6 +79,7 @@ def test_unknown_component_names_the_group(group):
         compose_config([f"{group}=does_not_exist"])
 
 
+@pytest.mark.integration  # four real runs through run.py -m: not in the fast lane (make test-unit)
 def test_multirun_sweeps_four_losses_into_four_directories(tmp_path):
     """`python run.py -m loss=...` runs one job per loss, each in its own directory."""
     sweep = tmp_path / "sweep"

@@ -13,7 +13,7 @@ import pytest
 
 from larpo.artifacts import RunDir
 from larpo.pipeline import run
-from tests.faults.conftest import fault_cfg, raw_digest
+from tests.helpers.faults import fault_cfg, raw_digest
 
 # (overrides, the exact message). None of them may create the run directory.
 BAD_OPTIONS = {
@@ -218,7 +218,7 @@ def test_a_run_made_in_another_checkout_resumes(tmp_path):
     clone (or a moved checkout) is the same run; a different asset is still a different config."""
     from larpo.artifacts import RunDir
     from larpo.manifest import check_run_dir, write_manifest
-    from tests.conftest import compose_config
+    from tests.helpers.config import compose_config
 
     cfg = compose_config([f"run_dir={tmp_path}"])
     assert cfg.model.pretrained.endswith("/larpo/assets/round0")

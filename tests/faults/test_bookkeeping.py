@@ -13,7 +13,7 @@ import pytest
 from larpo.artifacts import RunDir
 from larpo.errors import ArtifactError, PipelineError
 from larpo.pipeline import run
-from tests.faults.conftest import digest, fault_cfg, raw_digest
+from tests.helpers.faults import digest, fault_cfg, raw_digest
 
 
 @pytest.fixture(scope="module")

@@ -17,7 +17,7 @@ from larpo.artifacts import read_jsonl
 from larpo.checkpoints import load_model
 from larpo.generation.sampling import sample
 from larpo.model import EMBEDDED_TOKENIZER, load_tokenizer, response_ids
-from tests.conftest import compose_config
+from tests.helpers.config import compose_config
 
 ROUND0 = EMBEDDED_TOKENIZER.parent / "round0"
 OPTIONS = {"dtype": "bfloat16", "gpu_memory_utilization": 0.25}  # CUDA graphs on: enforce_eager=false

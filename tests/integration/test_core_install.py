@@ -9,7 +9,7 @@ import pytest
 from larpo.artifacts import RunDir, read_json
 from larpo.errors import PipelineError
 from larpo.pipeline import run
-from tests.conftest import compose_config
+from tests.helpers.config import compose_config
 
 
 @pytest.fixture

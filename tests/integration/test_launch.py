@@ -1,6 +1,6 @@
 """``train.launcher=accelerate``: the train stage as a child ``accelerate launch`` (larpo/training/launch.py).
 
-Real DDP over gloo on CPU (``ACCELERATE_USE_CPU=1 ... --multi_gpu --num_processes 2``, NOTES):
+Real DDP over gloo on CPU (``ACCELERATE_USE_CPU=1 ... --multi_gpu --num_processes 2``):
 two processes, each taking its share of every step's micro-batches, must end with the weights
 of one process over the same global batches.
 """
@@ -22,8 +22,8 @@ from larpo.logprobs import list_logps
 from larpo.manifest import write_manifest
 from larpo.training.launch import LOG_FILE, accelerate_config_path, check_launch, launch_command, launch_train
 from larpo.training.round import train_round
-from tests.conftest import compose_config
-from tests.unit.tiny import tiny_policy
+from tests.helpers.config import compose_config
+from tests.helpers.tiny import tiny_policy
 
 CPU = torch.device("cpu")
 # Steps of 5, 5 and 2 lists (12 rows); a small token budget packs each step into a varying
@@ -145,7 +145,7 @@ def before_train(tmp_path_factory):
     """A faulted-config run with the accelerate launcher, finished up to round 1's select."""
     from larpo import stages
     from larpo.pipeline import run
-    from tests.faults.conftest import fault_cfg
+    from tests.helpers.faults import fault_cfg
 
     class Stop(Exception):
         pass
@@ -173,13 +173,13 @@ def start_training(before_train, tmp_path):
     import sys
     import time
 
-    from tests.faults.conftest import REPO
+    from tests.helpers.faults import REPO
 
     run_dir = tmp_path / "run"
     shutil.copytree(before_train, run_dir)
     env = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONPATH": str(REPO)}
     out = open(tmp_path / "output.txt", "w")  # noqa: SIM115  (a file, not a pipe nobody reads)
-    parent = subprocess.Popen([sys.executable, "-m", "tests.faults.driver", str(run_dir), "none", "0", "--run.py",
+    parent = subprocess.Popen([sys.executable, "-m", "tests.helpers.fault_driver", str(run_dir), "none", "0", "--run.py",
                                *ACCELERATE], cwd=REPO, env=env, stdout=out, stderr=subprocess.STDOUT)
     deadline = time.monotonic() + 600  # a bound for a broken run, not the expected wait
     while True:  # the event: the lock file names the child (it holds the lock's descriptor too)

@@ -8,7 +8,7 @@ import pytest
 
 from larpo.artifacts import RunDir, read_json
 from larpo.pipeline import run
-from tests.integration.test_pipeline import ROUNDS, check_reference
+from tests.helpers.runs import ROUNDS, check_reference
 
 pytest.importorskip("peft", reason="LoRA needs peft (pip install -e '.[lora]')")
 

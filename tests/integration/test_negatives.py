@@ -1,4 +1,4 @@
-"""End-to-end: the smoke pipeline with the paper's hardest negatives (DESIGN §1 "Hard negatives").
+"""End-to-end: the smoke pipeline with the paper's hardest negatives (docs/design.md, "Sampling plan").
 
 Every generations row carries the ladder's extra candidate, the reward scores it, selection
 sees it like any other candidate, and the run finishes; an interrupted generate stage with the

@@ -14,8 +14,8 @@ import pytest
 import torch
 
 from larpo.pipeline import run
-from tests.conftest import compose_config
-from tests.unit.tiny import tiny_policy
+from tests.helpers.config import compose_config
+from tests.helpers.tiny import tiny_policy
 
 REPO = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 FAST = ["experiment=smoke", "sft.steps=0", "rounds=1", "eval.pass_at_max=0", "threads=1"]

@@ -15,7 +15,7 @@ from larpo.config import TrainConfig
 from larpo.logprobs import list_logps
 from larpo.losses import LambdaRankLoss
 from larpo.training.loop import train_on_lists
-from tests.real.test_policy_real import ROWS
+from tests.helpers.plain import ROWS
 
 pytest.importorskip("peft", reason="LoRA needs peft (pip install -e '.[lora]')")
 

@@ -53,7 +53,7 @@ def test_alpaca_eval_and_its_lc_glm_print_no_warning():
 def test_checkpointing_is_set_and_read_without_a_deprecation_warning():
     from larpo.logprobs import _checkpointing
     from larpo.training.round import _set_checkpointing
-    from tests.unit.tiny import tiny_policy
+    from tests.helpers.tiny import tiny_policy
 
     model, _ = tiny_policy()
     with warnings.catch_warnings():

@@ -11,7 +11,7 @@ import pytest
 
 from larpo.evals import alpacaeval as ae
 from larpo.evals.judges import OpenAICompatibleJudge, RewardJudge
-from tests.unit.test_evals_judges import Bang, ChatServer, chat_response
+from tests.helpers.judges import Bang, ChatServer, chat_response
 
 FIX = Path(__file__).resolve().parents[1] / "fixtures" / "evals"
 CONF = Path(__file__).resolve().parents[2] / "conf"
@@ -122,7 +122,7 @@ def test_alpacaeval2_node_checks_before_generating_and_generates_once(monkeypatc
     from hydra.utils import instantiate
 
     from larpo.evals.bench import build_judge
-    from tests.conftest import compose_config
+    from tests.helpers.config import compose_config
 
     monkeypatch.delenv("OPENAI_API_KEY", raising=False)
     cfg = compose_config(["run_dir=/tmp/unused", "eval=[alpacaeval2]",

@@ -267,7 +267,7 @@ def test_an_empty_judge_verdict_stops_the_benchmark(items) -> None:
     """Issue 19, 3: a judge answering empty (or null) content is a judge error, never a random draw."""
     from larpo.errors import JudgeError
     from larpo.evals.judges import OpenAICompatibleJudge
-    from tests.unit.test_evals_judges import ChatServer, chat_response
+    from tests.helpers.judges import ChatServer, chat_response
 
     with ChatServer(lambda body, n: (200, {}, chat_response("")), max_requests=20) as server:
         judge = OpenAICompatibleJudge("m", base_url=server.url, max_retries=1, backoff=0.001, concurrency=1)

@@ -23,7 +23,7 @@ from larpo.config import TrainConfig
 from larpo.logprobs import FORWARDS, encode_lists, list_logps, sequence_logps
 from larpo.losses import LambdaRankLoss
 from larpo.training.loop import train_on_lists
-from tests.unit.tiny import ARCH, tiny_policy
+from tests.helpers.tiny import ARCH, tiny_policy
 
 ROWS = [  # unequal prompt and response lengths, an empty response, a one-token response
     {"prompt": "37+45=", "responses": ["82", "72", "", "8"], "finished": [True, True, False, False],

@@ -18,8 +18,8 @@ from larpo.generation.plan import SamplingPlan, check_sampling
 from larpo.generation.sampling import decode_new_tokens, sample
 from larpo.seeds import derive_seed
 from larpo.tasks import Example
-from tests.conftest import compose_config
-from tests.unit.tiny import tiny_policy
+from tests.helpers.config import compose_config
+from tests.helpers.tiny import tiny_policy
 
 SAMPLING = OmegaConf.create(dict(n_samples=3, temperature=1.0, top_p=1.0, max_new_tokens=6, batch_size=2))
 
@@ -84,7 +84,7 @@ def test_each_round_takes_the_next_slice_wrapping_around():
     assert ids == [["0", "1"], ["2", "3"], ["4", "0"], ["1", "2"]]
 
 
-# --- Hard negatives: temperature schedules and splits, extra candidates, the ladder (DESIGN §1) ---
+# --- Hard negatives: temperature schedules and splits, extra candidates, the ladder (docs/design.md, "Sampling plan") ---
 
 PROMPTS = [("12+34=", "add2"), ("sort:5,1,9=", "sort"), ("12+35=", "add2"), ("sort:7,2,4=", "sort")]
 

@@ -11,7 +11,7 @@ from larpo.generation.candidates import generate_candidates
 from larpo.generation.plan import SamplingPlan, check_sampling
 from larpo.generation.sampling import length_batches, sample
 from larpo.tasks import Example
-from tests.unit.tiny import tiny_policy
+from tests.helpers.tiny import tiny_policy
 
 SAMPLING = OmegaConf.create(dict(n_samples=3, temperature=1.0, top_p=1.0, max_new_tokens=6, batch_size=2))
 # Rendered lengths differ: the sorted batches are {0, 2}, {4, 1}, {3, 5} (not the default {0, 1}, {2, 3}, {4, 5}).

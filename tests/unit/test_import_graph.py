@@ -163,3 +163,18 @@ def test_a_back_import_is_caught():
     edges = {**graph(), "larpo.artifacts": {"larpo.pipeline"}}
     assert back_arrows(edges) == ["larpo.artifacts (layer 1) imports larpo.pipeline (layer 7)"]
     assert any({"larpo.artifacts", "larpo.pipeline"} <= set(c) for c in cycles(edges))  # pipeline imports artifacts
+
+
+def test_one_child_process_supervisor():
+    """Long-lived children (accelerate's ranks, vLLM engines) start only through larpo.processes.supervised:
+    its own session, the group killed on every way out, SIGKILL after a grace period, the pid in the lock file.
+    Nothing else in larpo/ calls Popen or signals a process group; the launchers use supervised()."""
+    calls = {}
+    for name, path in modules().items():
+        tree = ast.parse(path.read_text())
+        used = {node.attr for node in ast.walk(tree) if isinstance(node, ast.Attribute)}
+        used |= {node.id for node in ast.walk(tree) if isinstance(node, ast.Name)}
+        calls[name] = used
+    assert [m for m, used in calls.items() if used & {"Popen", "killpg"} and m != "larpo.processes"] == []
+    launchers = ("larpo.training.launch", "larpo.generation.vllm_backend", "larpo.generation.vllm_server")
+    assert all("supervised" in calls[m] for m in launchers)

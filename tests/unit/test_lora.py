@@ -15,8 +15,7 @@ from larpo.errors import CheckpointError
 from larpo.logprobs import list_logps
 from larpo.losses import LambdaRankLoss
 from larpo.training.loop import train_on_lists
-from tests.unit.test_train import ROWS
-from tests.unit.tiny import tiny_policy
+from tests.helpers.tiny import ROWS, tiny_policy
 
 pytest.importorskip("peft", reason="LoRA needs peft (pip install -e '.[lora]')")
 

@@ -61,7 +61,7 @@ def test_build_lists_returns_counts_and_drops_ties():
     lists, counts = build_lists(AllCandidates(), gens, scores)
     assert [row["responses"] for row in lists] == [["x", "y", "w"]]
     assert counts["tied"] == 1 and counts["lists"] == 1
-    assert "source_rounds" not in lists[0]  # pool=current keeps DESIGN §3's fields exactly
+    assert "source_rounds" not in lists[0]  # pool=current keeps the run directory contract's fields exactly
 
 
 # -- min gap -------------------------------------------------------------------------------------

@@ -12,16 +12,7 @@ from larpo.config import TrainConfig
 from larpo.logprobs import list_logps
 from larpo.losses import LambdaRankLoss
 from larpo.training.loop import train_on_lists
-from tests.unit.tiny import tiny_policy
-
-ROWS = [
-    {"prompt": "37+45=", "responses": ["82", "72", "8", ""], "finished": [True, True, True, False],
-     "rewards": [1.0, 0.25, 0.1, 0.0]},
-    {"prompt": "sort:5,31,9,2=", "responses": ["2,5,9,31", "31,5", "2"], "finished": [True, False, True],
-     "rewards": [1.0, 0.2, 0.1]},
-    {"prompt": "1+2=", "responses": ["3", "4", "33333333"], "finished": [True, True, True],
-     "rewards": [1.0, 0.25, 0.0]},
-]
+from tests.helpers.tiny import ROWS, tiny_policy
 
 
 def one_step(max_tokens: int):

@@ -33,8 +33,8 @@ from larpo.generation.vllm_backend import (
 from larpo.model import load_tokenizer, prompt_ids
 from larpo.seeds import derive_seed
 from larpo.tasks import Example
-from tests.conftest import compose_config
-from tests.unit.tiny import tiny_policy
+from tests.helpers.config import compose_config
+from tests.helpers.tiny import tiny_policy
 
 
 @dataclass

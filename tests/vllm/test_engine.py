@@ -16,7 +16,7 @@ import torch
 from larpo.checkpoints import load_model
 from larpo.generation.sampling import sample
 from larpo.model import load_tokenizer, response_ids
-from tests.conftest import compose_config
+from tests.helpers.config import compose_config
 from tests.vllm.conftest import ENGINE, ROUND0
 
 # A chat model's prompts: short questions it answers in a few sentences (32 new tokens cut most).

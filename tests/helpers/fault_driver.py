@@ -1,6 +1,6 @@
 """Runs the faulted config in its own process and kills it (SIGKILL) at a chosen point.
 
-usage: python -m tests.faults.driver RUN_DIR POINT N [overrides...]
+usage: python -m tests.helpers.fault_driver RUN_DIR POINT N [overrides...]
 POINT names a function; on its N-th call the process SIGKILLs itself, before the call
 ("before") or after it returned ("after"), or — for the write points — half-way through
 the bytes being written. POINT "none" runs to the end.
@@ -109,7 +109,7 @@ def install(point: str, nth: int, run_dir: Path) -> None:
 
 def main() -> None:
     run_dir, point, nth, *overrides = sys.argv[1:]
-    from tests.faults.conftest import FAULT_OVERRIDES, REPO, fault_cfg
+    from tests.helpers.faults import FAULT_OVERRIDES, REPO, fault_cfg
 
     install(point, int(nth), Path(run_dir))
     if overrides[:1] == ["--run.py"]:  # through the real entry point, as a user types it
