@@ -244,7 +244,7 @@ def test_list_and_count_options_are_checked_with_the_others(override, message, t
     assert message in str(e.value)
 
 
-def test_candidates_per_prompt_counts_samples_extras_and_ladder():
+def test_the_plan_counts_candidates_per_prompt_samples_extras_and_ladder():
     assert SamplingPlan.of(SAMPLING).candidates == 3
     assert SamplingPlan.of(OmegaConf.merge(SAMPLING, {"extra_negatives": 2, "negatives": "easy",
                                                             "negatives_n": 2})).candidates == 7
