@@ -9,7 +9,7 @@ PY := $(VENV)/bin/python
 STAMP := $(VENV)/.larpo-installed
 endif
 
-.PHONY: install run test faults smoke lint clean gpu-check check-gpu-extra vllm-env test-vllm bench-vllm real-demo real-objectives real-listsize round0 real-model table-real table-objectives table-memorization fig-negatives fig-temperature fig-listsize fig-passn paper-mini notebooks bench
+.PHONY: install run test test-unit faults smoke lint clean gpu-check check-gpu-extra vllm-env test-vllm bench-vllm real-demo real-objectives real-listsize round0 real-model table-real table-objectives table-memorization fig-negatives fig-temperature fig-listsize fig-passn paper-mini notebooks bench
 
 install: $(STAMP)
 
@@ -28,6 +28,11 @@ run: install  ## the embedded default: 3 rounds of LarPO (listwise) on CPU, offl
 TEST_JOBS ?= auto
 test: install  ## unit, config and end-to-end tests (CPU; GPU tests skip without CUDA)
 	OMP_NUM_THREADS=$${OMP_NUM_THREADS:-1} $(PY) -m pytest -q -n $(TEST_JOBS) --dist loadfile $(ARGS)
+
+# The fast lane: tests/unit and tests/config, no integration test (the `integration` marker: end-to-end runs,
+# subprocesses, real weights); under 2 minutes on 2 cores.
+test-unit: install  ## unit and config tests only (-m "not integration")
+	OMP_NUM_THREADS=$${OMP_NUM_THREADS:-1} $(PY) -m pytest -q -n $(TEST_JOBS) --dist loadfile -m "not integration" tests/unit tests/config $(ARGS)
 
 # vLLM's CPU build in its own venv (.venv-vllm): it pins torch==2.13.0+cpu and transformers<5.20, which
 # the main environment does not have to follow. The CUDA builds of torchvision/torchaudio/torchcodec it

@@ -7,7 +7,7 @@ then measures, each in a fresh process so every measurement starts from an empty
 - generation: P prompts x n samples x T new tokens (a random model never emits EOS, so every
   sequence runs to T), tokens/s = P·n·T / wall time of the generate calls (vLLM's engine start-up
   is reported apart: the stage pays it once a round);
-- training: ``larpo.train.train_on_lists`` (lambdarank, lists of 4) in bf16, MFU = 6·N·tokens/s /
+- training: ``larpo.training.loop.train_on_lists`` (lambdarank, lists of 4) in bf16, MFU = 6·N·tokens/s /
   peak bf16 FLOP/s (N parameters; attention FLOPs left out: sequences are short).
 
 It prints a markdown table and writes it to <out>/gpu_check.md. ``--cpu-smoke`` runs the same
@@ -56,7 +56,8 @@ def build(out: Path, arch: dict) -> tuple[Path, int]:
     """A Llama of ``arch`` with the embedded tokenizer, saved as a checkpoint folder; its parameter count."""
     import torch
 
-    from larpo.model import build_model, load_tokenizer, save_checkpoint
+    from larpo.checkpoints import save_checkpoint
+    from larpo.model import build_model, load_tokenizer
 
     path = out / "model"
     tok = load_tokenizer(None)
@@ -73,8 +74,9 @@ def prompts(k: int) -> list[str]:
 def measure_hf(path: Path, args) -> dict:
     import torch
 
+    from larpo.checkpoints import load_model
     from larpo.generation.sampling import sample
-    from larpo.model import load_model, load_tokenizer
+    from larpo.model import load_tokenizer
 
     cuda = torch.cuda.is_available()
     tok = load_tokenizer(path)
@@ -98,7 +100,8 @@ def measure_vllm(path: Path, args) -> dict:
 
     tok = load_tokenizer(path)
     t0 = time.perf_counter()
-    policy = VLLMPolicy(path, tok, {"dtype": "bfloat16", "gpu_memory_utilization": 0.8})
+    policy = VLLMPolicy(path, tok, {"dtype": "bfloat16", "gpu_memory_utilization": 0.8}, trust_remote_code=False,
+                        model_dtype="float32")
     startup = time.perf_counter() - t0
     ps = prompts(args.prompts)
     policy.sample_texts(ps[:2], n=1, max_new_tokens=4)  # warm-up
@@ -115,9 +118,11 @@ def measure_train(path: Path, args) -> dict:
     import torch
     from omegaconf import OmegaConf
 
+    from larpo.checkpoints import load_model
+    from larpo.config import TrainConfig
     from larpo.losses.lambdarank import LambdaRankLoss
-    from larpo.model import load_model, load_tokenizer
-    from larpo.train import train_on_lists
+    from larpo.model import load_tokenizer
+    from larpo.training.loop import train_on_lists
 
     cuda = torch.cuda.is_available()
     tok = load_tokenizer(path)
@@ -130,7 +135,7 @@ def measure_train(path: Path, args) -> dict:
 
     rows = [{"prompt_id": f"p{i}", "prompt": p, "responses": [resp() for _ in range(4)], "finished": [True] * 4,
              "rewards": [3.0, 2.0, 1.0, 0.0], "ref_logps": [-50.0] * 4} for i, p in enumerate(prompts(args.train_lists))]
-    cfg = OmegaConf.create(dict(lr=1e-6, epochs=1, lists_per_step=16 if cuda else 2, max_tokens=16384,
+    cfg = OmegaConf.structured(TrainConfig(lr=1e-6, epochs=1, lists_per_step=16 if cuda else 2, max_tokens=16384,
                                 warmup_ratio=0.0, weight_decay=0.0, max_grad_norm=1.0))
     stats, _ = train_on_lists(model, tok, rows, LambdaRankLoss(beta=0.1), cfg, 0, lambda m: None)
     if cuda:

@@ -4,7 +4,7 @@
 
 1. **Peak**: the best fp32 ``torch.mm`` rate over square matrices of several sizes, at the
    current thread count (``torch.get_num_threads()``); GFLOP/s = 2 n³ / seconds per product.
-2. **Train stage**: ``larpo.train.train_on_lists`` (``loss=listwise``, lists of K = 4) on
+2. **Train stage**: ``larpo.training.loop.train_on_lists`` (``loss=listwise``, lists of K = 4) on
    synthetic lists, for the shipped embedded round-0 policy (``larpo/assets/round0``) and for
    a ~100 M-parameter Llama built from scratch (random weights, a few optimizer steps).
    Model FLOPs per train token = 6 N + 12 L d S (PaLM, appendix B: 6 N for the weight matmuls
@@ -100,7 +100,7 @@ def train_rate(model, tok, rows: list[dict], overrides: list[str], lists_per_ste
     from hydra.utils import instantiate
 
     from larpo.logprobs import encode_lists, list_logps
-    from larpo.train import train_on_lists
+    from larpo.training.loop import train_on_lists
 
     cfg = compose(["loss=listwise", "train.epochs=1", f"train.lists_per_step={lists_per_step}",
                    "train.warmup_ratio=0", *overrides])
@@ -130,7 +130,8 @@ def main(argv: list[str] | None = None) -> int:
 
     import torch
 
-    from larpo.model import build_model, load_model, load_tokenizer
+    from larpo.checkpoints import load_model
+    from larpo.model import build_model, load_tokenizer
 
     logging.disable(logging.WARNING)
     torch.manual_seed(0)

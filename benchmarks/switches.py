@@ -102,8 +102,9 @@ def time_layouts(model, tok, rows: list[dict], max_tokens: int, repeats: int) ->
 def shared_prompt_table(sizes: dict) -> tuple[str, dict]:
     import torch
 
+    from larpo.checkpoints import load_model
     from larpo.config import TrainConfig
-    from larpo.model import build_model, load_model, load_tokenizer
+    from larpo.model import build_model, load_tokenizer
 
     tok = load_tokenizer(None)
     torch.manual_seed(0)

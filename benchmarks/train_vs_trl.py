@@ -12,7 +12,7 @@ One markdown table (printed, and written to benchmarks/results/train_vs_trl.md):
    gradient_checkpointing=False`` (its CPU defaults turn both on, about 30x slower) and
    ``train_sampling_strategy="sequential"`` over the pairs put in the order our train stage
    visits them (``random.Random(seed).shuffle``), so both see the same batches. Ours:
-   ``larpo.train.train_on_lists`` with ``loss=pairwise`` and the reference pass of the select
+   ``larpo.training.loop.train_on_lists`` with ``loss=pairwise`` and the reference pass of the select
    stage (``larpo.logprobs.list_logps``). 320 pairs rather than the issue's 256 so that the
    loss after 20 steps falls inside one epoch.
 2. **Ours alone, lists of K = 2, 4, 8, 16** with ``pairwise`` and ``listwise`` losses, the
@@ -93,7 +93,7 @@ def make_rows(n_prompts: int, k: int, prompt_tokens: int, response_tokens: int, 
 
 
 def train_order(n: int, seed: int) -> list[int]:
-    """The order ``larpo.train.train_on_lists`` visits rows in its first epoch."""
+    """The order ``larpo.training.loop.train_on_lists`` visits rows in its first epoch."""
     order = list(range(n))
     random.Random(seed).shuffle(order)
     return order
@@ -123,7 +123,7 @@ def worker_ours(spec: dict) -> dict:
     from hydra.utils import instantiate
 
     from larpo.logprobs import list_logps
-    from larpo.train import forward_options, train_on_lists
+    from larpo.training.loop import forward_options, train_on_lists
 
     cfg = compose([f"loss={spec['loss']}", f"loss.beta={spec['beta']}", "train.epochs=1", f"train.lr={spec['lr']}",
                    f"train.lists_per_step={spec['lists_per_step']}", "train.warmup_ratio=0", "train.weight_decay=0",

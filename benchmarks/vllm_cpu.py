@@ -48,8 +48,9 @@ def prompts_for(path: Path, n: int) -> list[str]:
 def worker(backend: str, path: Path, n_prompts: int, samples: int, tokens: int, dtype: str = "float32") -> None:
     import torch
 
+    from larpo.checkpoints import load_model
     from larpo.generation.sampling import sample
-    from larpo.model import load_model, load_tokenizer, response_ids
+    from larpo.model import load_tokenizer, response_ids
 
     tok = load_tokenizer(path)
     prompts = prompts_for(path, n_prompts)
@@ -66,7 +67,8 @@ def worker(backend: str, path: Path, n_prompts: int, samples: int, tokens: int, 
     else:
         from larpo.generation.vllm_backend import VLLMPolicy
 
-        policy = VLLMPolicy(path, tok, {"enforce_eager": True, "cpu_kv_cache_gb": 2.0, "dtype": dtype})
+        policy = VLLMPolicy(path, tok, {"enforce_eager": True, "cpu_kv_cache_gb": 2.0, "dtype": dtype},
+                            trust_remote_code=False, model_dtype="float32")
         start = time.perf_counter() - t0
         t1 = time.perf_counter()
         texts, fins = sample(policy, tok, prompts, n=samples, temperature=1.0, max_new_tokens=tokens, seed=0)

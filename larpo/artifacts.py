@@ -1,4 +1,4 @@
-"""Run-directory layout and atomic I/O (DESIGN §3).
+"""Run-directory layout and atomic I/O (docs/design.md, "Run directory contract").
 
 Every stage reads and writes only the files named here. Writes go to ``*.tmp`` and are
 moved into place with ``os.replace`` so a killed process never leaves a half-written
@@ -14,11 +14,9 @@ from collections.abc import Iterable, Iterator
 from pathlib import Path
 from typing import Any
 
+from larpo.errors import ArtifactError, RunLockedError
+
 STAGES = ("sft", "generate", "score", "select", "train", "evaluate")
-
-
-class ArtifactError(ValueError):
-    """A run-directory file is missing or malformed; the message names the file (and line)."""
 
 
 class RunDir:
@@ -59,6 +57,10 @@ class RunDir:
 
     def train_log(self, r: int) -> Path:
         return self.round_dir(r) / "train.json"
+
+    def train_steps(self, r: int) -> Path:
+        """The train stage's per-step metrics (the accelerate worker's, replayed into the parent's logger)."""
+        return self.round_dir(r) / "train_steps.jsonl"
 
     def marker(self, r: int, stage: str) -> Path:
         if stage not in STAGES:
@@ -113,6 +115,11 @@ class RunDir:
                     f"{self.root / rel}: its sha256 differs from the one recorded when round {r}'s {stage} stage "
                     f"wrote it ({self.marker(r, stage)}): it was changed or damaged since; re-create it with "
                     f"`{redo(r, stage)}`")
+
+
+def checkpoint_stage(r: int) -> str:
+    """The stage that writes round r's checkpoint (round 0: the start policy)."""
+    return "sft" if r == 0 else "train"
 
 
 def redo(r: int, stage: str) -> str:
@@ -284,10 +291,6 @@ class BatchJournal:
         batches = self.completed()
         write_jsonl(self.final, (row for b in sorted(batches) for row in batches[b]))
         self.path.unlink(missing_ok=True)
-
-
-class RunLockedError(RuntimeError):
-    """Another live process holds the run directory."""
 
 
 class RunLock:

@@ -1,8 +1,10 @@
-"""Structured config schemas, registered in Hydra's ConfigStore.
+"""Structured config schemas, registered in Hydra's ConfigStore: the one place an option's default is written.
 
 ``conf/config.yaml`` starts its defaults list with ``larpo_schema``, so every yaml and every
 command-line override is checked against these dataclasses: a misspelt key or a value of
 the wrong type fails at start-up with Hydra's own message, before any work is done.
+A group file on a schema (``conf/model``, ``sft``, ``sampling``, ``train``, ``eval/task.yaml``) holds
+only what its choice changes; tests/config/test_defaults.py keeps it so (docs/design.md, "Configuration").
 Groups whose members are chosen by ``_target_`` (loss, task, reward, select, logger) are
 open ``Any`` nodes: their keys are the constructor arguments of the target.
 """
@@ -18,6 +20,8 @@ from typing import Any
 
 from hydra.core.config_store import ConfigStore
 from omegaconf import MISSING
+
+from larpo.errors import ConfigError
 
 # The Hydra config tree shipped beside the package (conf/).
 CONF_DIR = Path(__file__).resolve().parents[1] / "conf"
@@ -134,7 +138,7 @@ class EachBound(Bound):
 
 
 class Negatives(str, Enum):
-    """The paper's negative difficulty ladder (Fig. 3a; DESIGN §1 "Hard negatives")."""
+    """The paper's negative difficulty ladder (Fig. 3a; docs/design.md, "Sampling plan")."""
 
     none = "none"
     easiest = "easiest"  # a response to a random other prompt of the round
@@ -194,14 +198,14 @@ class SamplingConfig:
     negatives_per_try: int = bounded(4, 1)
     backend: Backend = Backend.hf  # hf | vllm
     vllm: VLLMConfig = field(default_factory=VLLMConfig)
-    # Batches of prompts of similar token length (larpo/generate.py): faster, same rows in the
+    # Batches of prompts of similar token length (larpo/generation/candidates.py): faster, same rows in the
     # same order, but other samples than the default's (a prompt shares its random stream with others).
     length_batching: bool = False
 
 
 @dataclass
 class TrainConfig:
-    lr: float = bounded(1e-4, **POSITIVE)
+    lr: float = bounded(5e-5, **POSITIVE)
     epochs: int = bounded(2, 1)
     lists_per_step: int = bounded(32, 1)  # lists (prompts) per optimizer step; the rest is accumulation
     max_tokens: int = bounded(8192, 1)  # token budget of one micro-batch (padded, whole lists only)
@@ -213,7 +217,7 @@ class TrainConfig:
     # the checkpoint) instead of a fresh optimizer; costs 2x the model's size on disk.
     carry_optimizer: bool = False
     # Where the train stage runs: local = in this process; accelerate = a child `accelerate launch`
-    # over `num_processes` processes (DDP, DeepSpeed ZeRO or FSDP by `accelerate_config`; larpo/launch.py).
+    # over `num_processes` processes (DDP, DeepSpeed ZeRO or FSDP by `accelerate_config`; larpo/training/launch.py).
     launcher: Launcher = Launcher.local
     # An accelerate config file: a name in conf/accelerate (ddp, zero2, zero3, fsdp) or a path;
     # None = plain DDP (or one process) with no mixed precision.
@@ -247,7 +251,7 @@ class EvalConfig:
     win_rate: bool = True  # round r vs round 0, the reward as judge (ties = 1/2)
     # The same comparison through alpaca_eval's own metric code: raw and length-controlled. It needs the
     # `eval` extra: true refuses to start without it; null = when alpaca_eval is installed (said at start-up).
-    alpaca_style: bool | None = False
+    alpaca_style: bool | None = None
     # Benchmarks (AlpacaEval 2, MixEval): greedy answers, at most this long (and within the model's positions).
     benchmark_max_new_tokens: int = bounded(2048, 1)
     benchmark_batch_size: int = bounded(16, 1)
@@ -307,10 +311,23 @@ RESOURCE_PREFIXES = ("sampling.vllm.",)
 # Keys added after run directories were made, with the value those runs used: a manifest
 # without the key resumes as if it had this value.
 ADDED_KEYS = {"sampling.backend": "hf"}
+# Defaults whose written value changed where the option has no effect: (key, the condition under which it has
+# none, the value earlier manifests hold there, the value it means). eval.alpaca_style acts only with
+# eval.held_out; eval=task, the group that sets held_out, always wrote null, the schema said false.
+INERT_DEFAULTS = (("eval.alpaca_style", ("eval.held_out", False), False, None),)
 
 
-class ConfigError(ValueError):
-    """An option is out of its allowed range; the message names the key, the value and the range."""
+def rebuild(data: Any, schema: type = Config) -> Any:
+    """A config node from plain values a parent process wrote, on its schema: ``Config`` (the accelerate
+    worker, from the run's manifest) or a sub-config (a vLLM child's ``sampling.vllm``, ``VLLMConfig``).
+
+    Every child process rebuilds its config this way: values typed as in the parent (enums), a key the
+    data lack takes the schema's default (a manifest written before the key existed), an unknown key is
+    refused.
+    """
+    from omegaconf import OmegaConf
+
+    return OmegaConf.merge(OmegaConf.structured(schema), data)
 
 
 def _walk(schema: Any, node: Any, prefix: str) -> list[str]:

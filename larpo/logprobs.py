@@ -1,6 +1,6 @@
 """Response-token log-probabilities of candidate lists, micro-batched by token budget.
 
-logp(y|x) = Σ_t log π(y_t | x, y_<t) over response tokens only (DESIGN §1): the rendered
+logp(y|x) = Σ_t log π(y_t | x, y_<t) over response tokens only (docs/design.md, "Loss API"): the rendered
 prompt and the padding are masked out, the EOS of a finished response counts. All the
 candidates of a list go through the model in the same forward pass.
 """
@@ -37,7 +37,7 @@ class EncodedList:
 
 
 def encode_lists(tokenizer, rows: Sequence[dict]) -> list[EncodedList]:
-    """Encode rows with ``prompt``, ``responses`` and ``finished`` (DESIGN §3 rendering)."""
+    """Encode rows with ``prompt``, ``responses`` and ``finished`` (rendered as larpo.model.prompt_ids / response_ids)."""
     p_ids = prompt_ids(tokenizer, [row["prompt"] for row in rows])
     out = []
     for row, p in zip(rows, p_ids):

@@ -10,7 +10,7 @@ frozen, bitwise, in every round. A round's checkpoint folder holds only its adap
     round_<r>/checkpoint/lora_base.json             {"base": "../../round_0/checkpoint", "fingerprint": ...}
     round_<r>/checkpoint/tokenizer files (+ optimizer.pt with train.carry_optimizer)
 
-and :func:`larpo.model.load_model` composes base + adapter whenever it meets such a folder, so
+and :func:`larpo.checkpoints.load_model` composes base + adapter whenever it meets such a folder, so
 generation, reference log-probs, training and evaluation all load LoRA rounds the same way.
 
 **Rounds continue one adapter** (round r starts from round r−1's A, B; round 1 from peft's
@@ -19,7 +19,7 @@ the base and starting a fresh one. Why:
 
 - every round is "round-0 weights + one adapter", so any round loads without a chain of
   earlier adapters and without a full copy per round (which is what LoRA is meant to save);
-- the reference policy is consistent with DESIGN §1: ``reference=behavior`` is round r−1 =
+- the reference policy is the one of docs/design.md ("Stage graph"): ``reference=behavior`` is round r−1 =
   base + A_{r−1}, B_{r−1} — exactly the weights the policy starts round r from, loaded the
   same unmerged way, so the first step's margins are 0 as with full fine-tuning;
   ``reference=initial`` is round 0 = the base alone;
@@ -40,6 +40,9 @@ from pathlib import Path
 from typing import Any
 
 import torch
+
+from larpo.errors import CheckpointError
+from larpo.model import load_pretrained
 
 logger = logging.getLogger(__name__)
 
@@ -127,7 +130,6 @@ def save_adapter(model, folder: Path, final: Path, base: str | Path, state_dict:
 def load_adapter_model(path: str | Path, dtype: torch.dtype, device: torch.device | None,
                        attn_implementation: str | None, trust_remote_code: bool):
     """Base (from ``lora_base.json``) + this folder's adapter, unmerged, in eval mode."""
-    from larpo.model import CheckpointError, load_model
 
     path = Path(path)
     ref_file = path / BASE_FILE
@@ -144,7 +146,7 @@ def load_adapter_model(path: str | Path, dtype: torch.dtype, device: torch.devic
         raise CheckpointError(f"the base model at {base} is not the one the LoRA adapter at {path} was trained on "
                               "(its weights changed since; fingerprint mismatch)")
     peft = _import_peft()
-    model = load_model(base, dtype, None, attn_implementation, trust_remote_code)
+    model = load_pretrained(base, dtype, None, attn_implementation, trust_remote_code)
     try:
         model = peft.PeftModel.from_pretrained(model, str(path), is_trainable=False)
     except Exception as e:  # safetensors, peft and torch errors have no common base

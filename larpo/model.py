@@ -1,4 +1,5 @@
-"""Loading policies and tokenizers, and the rendering of prompts (DESIGN §3).
+"""Loading policies and tokenizers, and the rendering of prompts: the model's own chat template with the
+generation prompt; a sequence is the rendered prompt's ids, the response's ids and EOS when it finished.
 
 The embedded default and a hub model take the same path: a checkpoint directory written by
 ``save_pretrained`` is re-loaded with ``from_pretrained``. Only round 0 of the embedded run
@@ -13,6 +14,8 @@ import re
 from pathlib import Path
 
 import torch
+
+from larpo.errors import CheckpointError, SystemMessageError
 
 logger = logging.getLogger(__name__)
 
@@ -35,11 +38,7 @@ def resolve_dtype(name: str) -> torch.dtype:
     return _DTYPES[name]
 
 
-class CheckpointError(RuntimeError):
-    """A model or tokenizer cannot be loaded; the message names the path."""
-
-
-def _looks_local(path: str) -> bool:
+def looks_local(path: str) -> bool:
     """A filesystem path rather than a hub id ("org/name"): absolute, relative with ./ or ../, or existing."""
     return path.startswith(("/", "./", "../", "~")) or Path(path).expanduser().exists()
 
@@ -47,7 +46,7 @@ def _looks_local(path: str) -> bool:
 def check_local(path: str | Path, what: str) -> None:
     """A local path that does not exist fails here, not in the hub client ("Repo id must use ...")."""
     path = str(path)
-    if _looks_local(path) and not Path(path).expanduser().exists():
+    if looks_local(path) and not Path(path).expanduser().exists():
         raise CheckpointError(f"{what}: no such file or folder: {path}")
 
 
@@ -77,7 +76,7 @@ def _load_error(path: str, what: str, e: Exception, key: str) -> CheckpointError
     if "trust_remote_code" in text:
         return CheckpointError(f"{what} {path} needs its own code from the hub repo (auto_map); set "
                                f"{key.rsplit('.', 1)[0]}.trust_remote_code=true if you trust it")
-    if not _looks_local(path) and isinstance(e, OSError):
+    if not looks_local(path) and isinstance(e, OSError):
         return CheckpointError(
             f"could not load {what} '{path}' from the Hugging Face hub (no network, and not in the local cache?): "
             f"download it where there is a network (`hf download {path} --local-dir DIR`) and set {key}=DIR"
@@ -93,9 +92,9 @@ def load_model_config(model_cfg, tokenizer):
         return arch_config(dict(model_cfg.arch), tokenizer)
     path = str(model_cfg.pretrained)
     check_local(path, "model.pretrained")
-    if _looks_local(path) and not (Path(path) / "config.json").exists():
+    if looks_local(path) and not (Path(path) / "config.json").exists():
         raise CheckpointError(f"model.pretrained: {path} is not a model folder (config.json missing)")
-    trust = bool(model_cfg.get("trust_remote_code", False))
+    trust = bool(model_cfg.trust_remote_code)
     try:
         config = AutoConfig.from_pretrained(path, trust_remote_code=trust)
     except (OSError, ValueError) as e:
@@ -125,79 +124,28 @@ def build_model(arch: dict, tokenizer, dtype: torch.dtype = torch.float32):
     return model
 
 
-def load_model(path: str | Path, dtype: torch.dtype = torch.float32, device: torch.device | None = None,
-               attn_implementation: str | None = None, trust_remote_code: bool = False):
-    """``from_pretrained`` of a checkpoint directory or hub id, in eval mode, on ``device``."""
+def load_pretrained(path: str | Path, dtype: torch.dtype = torch.float32, device: torch.device | None = None,
+                    attn_implementation: str | None = None, trust_remote_code: bool = False):
+    """``from_pretrained`` of a full-weights checkpoint directory or hub id, in eval mode, on ``device``.
+
+    A run's checkpoints may be LoRA adapters instead: :func:`larpo.checkpoints.load_model` loads either."""
     from transformers import AutoModelForCausalLM
 
     path = str(path)
     check_local(path, "model checkpoint")
-    if _looks_local(path) and is_adapter_checkpoint(path):  # a LoRA round: base + its adapter (larpo/lora.py)
-        from larpo.lora import load_adapter_model
-
-        return load_adapter_model(path, dtype, device, attn_implementation, trust_remote_code)
-    if _looks_local(path) and not (Path(path) / "config.json").exists():
+    if looks_local(path) and not (Path(path) / "config.json").exists():
         raise CheckpointError(f"no model checkpoint at {path} (config.json missing)")
     kwargs = {"attn_implementation": attn_implementation} if attn_implementation else {}
     try:
         model = AutoModelForCausalLM.from_pretrained(path, dtype=dtype, trust_remote_code=trust_remote_code, **kwargs)
     except Exception as e:  # safetensors, torch and hub errors have no common base
-        if "trust_remote_code" in str(e) or not _looks_local(path):
+        if "trust_remote_code" in str(e) or not looks_local(path):
             raise _load_error(path, "the model", e, "model.pretrained") from e
         raise CheckpointError(f"could not load the model at {path}: {type(e).__name__}: {e}") from e
     model.eval()
     if device is not None:
         model.to(device)
     return model
-
-
-OPTIMIZER_FILE = "optimizer.pt"
-ADAPTER_CONFIG = "adapter_config.json"
-
-
-def is_adapter_checkpoint(path: str | Path) -> bool:
-    """A LoRA round's checkpoint (an adapter over a base, larpo/lora.py) rather than full weights."""
-    return (Path(path) / ADAPTER_CONFIG).exists()
-
-
-def is_checkpoint(path: str | Path) -> bool:
-    """A complete checkpoint folder: full weights (config.json) or a LoRA adapter."""
-    return (Path(path) / "config.json").exists() or is_adapter_checkpoint(path)
-
-
-def save_checkpoint(model, tokenizer, path: str | Path, optimizer_state: dict | None = None,
-                    base: str | Path | None = None, state_dict: dict | None = None) -> None:
-    """Save model + tokenizer (+ optimizer state) atomically: write to ``<path>.tmp``, then rename.
-
-    A peft model saves only its adapter plus a reference to ``base`` (the round-0 checkpoint;
-    larpo/lora.py). ``state_dict``: a full state dict gathered across ranks (ZeRO-3 / FSDP);
-    None = the model's own.
-    """
-    import shutil
-
-    from larpo.lora import is_peft_model, save_adapter
-
-    path = Path(path)
-    tmp = path.with_name(path.name + ".tmp")
-    shutil.rmtree(tmp, ignore_errors=True)
-    if is_peft_model(model) and base is None:
-        raise ValueError("saving a LoRA policy needs base= (the checkpoint its adapter applies to)")
-    try:
-        if is_peft_model(model):
-            save_adapter(model, tmp, path, base, state_dict)
-        else:
-            model.save_pretrained(tmp, state_dict=state_dict)
-        tokenizer.save_pretrained(tmp)
-        if optimizer_state is not None:
-            torch.save(optimizer_state, tmp / OPTIMIZER_FILE)
-    except BaseException as e:
-        shutil.rmtree(tmp, ignore_errors=True)  # a half-written checkpoint frees its space at once
-        converted = storage_error(e, tmp)
-        if converted is e:
-            raise
-        raise converted from e
-    shutil.rmtree(path, ignore_errors=True)
-    tmp.rename(path)
 
 
 _OS_ERROR = re.compile(r"\(os error (\d+)\)")
@@ -212,10 +160,6 @@ def storage_error(e: BaseException, where: Path) -> BaseException:
         return e
     code = int(match.group(1))
     return OSError(code, os.strerror(code), str(where))
-
-
-class SystemMessageError(ValueError):
-    """The model's chat template refuses a system message (e.g. Gemma's)."""
 
 
 def render_prompt(tokenizer, prompt: str, system: str | None = None) -> str:
@@ -240,9 +184,3 @@ def response_ids(tokenizer, responses: list[str], finished: list[bool]) -> list[
     """Response token ids; the EOS id is appended when the response finished (it is scored)."""
     ids = tokenizer(list(responses), add_special_tokens=False)["input_ids"] if responses else []
     return [r + [tokenizer.eos_token_id] if f else r for r, f in zip(ids, finished)]
-
-
-def load_optimizer_state(path: str | Path) -> dict | None:
-    """The AdamW state saved beside a checkpoint, or None when there is none."""
-    file = Path(path) / OPTIMIZER_FILE
-    return torch.load(file, weights_only=True) if file.exists() else None

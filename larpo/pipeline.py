@@ -9,172 +9,34 @@ the next plain run recomputes what depended on it.
 from __future__ import annotations
 
 import errno
-import functools
 import logging
-import platform
-import subprocess
 import time
-from importlib import metadata
-from pathlib import Path
-from typing import Any
 
 import torch
 from hydra.utils import instantiate
 from omegaconf import DictConfig, OmegaConf
 
 from larpo import lora
-from larpo.artifacts import RunDir, RunLock, read_json, write_json
-from larpo.config import ADDED_KEYS, RESOURCE_PREFIXES, VOLATILE_KEYS, ConfigError, Stage, validate_options
-from larpo.generation.plan import candidates_per_prompt, check_sampling
-from larpo.model import resolve_device, resolve_dtype
-from larpo.runs import command_record, resolve_run_dir, run_log, write_hydra_record
-from larpo.runs import portable as _portable
-from larpo.stages import (
-    ROUND_STAGES,
-    ROUND_ZERO,
-    STAGE_FUNCS,
+from larpo.artifacts import RunDir, RunLock
+from larpo.config import Stage, validate_options
+from larpo.context import RunContext
+from larpo.errors import (
+    ArtifactError,
+    CheckpointError,
+    ConfigError,
+    JudgeError,
+    MissingAPIKeyError,
     PipelineError,
-    RunContext,
-    stage_outputs,
-    summarize,
+    RunLockedError,
+    TaskDataError,
 )
+from larpo.generation.plan import SamplingPlan, check_sampling
+from larpo.manifest import check_run_dir, resolve_run_dir, write_manifest
+from larpo.model import resolve_device, resolve_dtype
+from larpo.runs import run_log, write_hydra_record
+from larpo.stages import STAGE_FUNCS, stage_outputs, stages_of, summarize
 
 logger = logging.getLogger(__name__)
-
-_PACKAGES = ("larpo", "torch", "transformers", "tokenizers", "hydra-core", "omegaconf", "accelerate", "wandb")
-
-
-def _git_sha() -> str | None:
-    try:
-        out = subprocess.run(["git", "rev-parse", "HEAD"], capture_output=True, text=True, timeout=5,
-                             cwd=Path(__file__).parent)
-        return out.stdout.strip() or None
-    except (OSError, subprocess.SubprocessError):
-        return None
-
-
-def _versions() -> dict[str, str | None]:
-    out: dict[str, str | None] = {"python": platform.python_version()}
-    for name in _PACKAGES:
-        try:
-            out[name] = metadata.version(name)
-        except metadata.PackageNotFoundError:
-            out[name] = None
-    return out
-
-
-def _flatten(d: dict, prefix: str = "") -> dict:
-    out = {}
-    for k, v in d.items():
-        key = f"{prefix}{k}"
-        out.update(_flatten(v, key + ".") if isinstance(v, dict) else {key: v})
-    return out
-
-
-def run_config(cfg: DictConfig) -> dict:
-    """The resolved config that defines the run (volatile keys such as stage= left out)."""
-    resolved = OmegaConf.to_container(cfg, resolve=True, enum_to_str=True)
-    return {k: v for k, v in resolved.items() if k not in VOLATILE_KEYS}
-
-
-def _has_artifacts(rd: RunDir) -> bool:
-    """Outputs of an earlier run (Hydra's own .hydra/ and log files do not count)."""
-    return rd.summary.exists() or any(rd.root.glob("round_*"))
-
-
-_NO_DEFAULT = object()
-
-
-@functools.cache
-def _schema() -> DictConfig:
-    from larpo.config import Config
-
-    return OmegaConf.structured(Config)
-
-
-def _is_default(key: str, value: Any, config: dict) -> bool:
-    """Whether ``value`` is the default of option ``key``: the schema's (larpo/config.py) or, inside a
-    component node (``_target_``), its constructor's keyword default."""
-    import importlib
-    import inspect
-
-    schema = _schema()
-    parts = key.split(".")
-    try:
-        default = OmegaConf.select(schema, key, default=_NO_DEFAULT, throw_on_missing=False)
-    except Exception:  # noqa: BLE001  (a key through an Any node of the schema)
-        default = _NO_DEFAULT
-    if default is not _NO_DEFAULT and not OmegaConf.is_config(default):
-        return OmegaConf.to_container(OmegaConf.create({"v": default}), enum_to_str=True)["v"] == value
-    node: Any = config
-    for part in parts[:-1]:
-        node = node.get(part) if isinstance(node, dict) else None
-    target = node.get("_target_") if isinstance(node, dict) else None
-    if not isinstance(target, str) or "." not in target:
-        return False
-    module, _, name = target.rpartition(".")
-    try:
-        component = getattr(importlib.import_module(module), name)
-    except (ImportError, AttributeError):
-        return False
-    # The keyword may be declared by a base class that receives it through **options.
-    inits = [c.__init__ for c in inspect.getmro(component)] if inspect.isclass(component) else [component]
-    for fn in inits:
-        try:
-            param = inspect.signature(fn).parameters.get(parts[-1])
-        except (TypeError, ValueError):
-            continue
-        if param is not None and param.default is not inspect.Parameter.empty:
-            return getattr(param.default, "value", param.default) == value  # an Enum default by its value
-    return False
-
-
-def check_run_dir(rd: RunDir, cfg: DictConfig) -> bool:
-    """Refuse a run directory this config must not touch; True if the manifest is to be written.
-
-    Read-only, so a refused command changes nothing.
-    """
-    if rd.manifest.exists():
-        if not cfg.resume:
-            raise PipelineError(f"{rd.root} already holds a run and resume=false; choose another run_dir=")
-        old = read_json(rd.manifest).get("config", {})
-        new = run_config(cfg)
-        a, b = {**ADDED_KEYS, **_flatten(old)}, _flatten(new)
-        # `rounds` may grow: later rounds never change earlier ones. A forced evaluation may use
-        # other evaluation settings (a benchmark run alone on a checkpoint): they change no artifact
-        # another stage reads. Resource settings (RESOURCE_PREFIXES) may always change.
-        free = RESOURCE_PREFIXES + (("eval.", "judge.") if cfg.stage == "evaluate" else ())
-        # Options added to LarPO since the run was made are compatible at their defaults (by
-        # convention a new option's default keeps the old behaviour): an upgrade must not strand a run.
-        added = sorted(k for k in set(b) - set(a) if not k.startswith(free) and _is_default(k, b[k], new))
-        if added:
-            logger.warning("%s predates option(s) %s; resuming with their defaults", rd.manifest, ", ".join(added))
-        # The shipped assets (the embedded round 0, its tokenizer) are recorded as absolute paths;
-        # a moved or re-cloned checkout still holds the same run.
-        a, b = {k: _portable(v) for k, v in a.items()}, {k: _portable(v) for k, v in b.items()}
-        diff = sorted(k for k in set(a) | set(b)
-                      if a.get(k) != b.get(k) and k != "rounds" and not k.startswith(free) and k not in added)
-        if diff:
-            shown = ", ".join(f"{k}: {a.get(k)!r} -> {b.get(k)!r}" for k in diff[:10])
-            hint = ("; evaluation settings may change only in a re-evaluation: stage=evaluate round=<r> eval=[...]"
-                    if all(k.startswith(("eval.", "judge.")) or k in ("eval", "judge") for k in diff) else "")
-            raise PipelineError(
-                f"{rd.root} was made with a different config ({len(diff)} key(s) differ: {shown}); "
-                f"use another run_dir= or restore the original settings{hint}"
-            )
-        return False
-    if _has_artifacts(rd) and not cfg.adopt:
-        raise PipelineError(
-            f"{rd.root} holds artifacts but no manifest.json, so nothing says which config made them; "
-            "use another run_dir=, or adopt=true to resume it with this config (a new manifest is written)"
-        )
-    return True
-
-
-def write_manifest(rd: RunDir, cfg: DictConfig) -> None:
-    write_json(rd.manifest, {"config": run_config(cfg), "git_sha": _git_sha(), "versions": _versions(),
-                             "seed": cfg.seed, "created": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
-                             "command": command_record(cfg)})
 
 
 def make(node: DictConfig, group: str, **kwargs):
@@ -200,29 +62,33 @@ def resolve_backend(cfg: DictConfig) -> None:
 
 
 def build_context(cfg: DictConfig, metrics) -> RunContext:
-    """Instantiate the components named by ``_target_`` and check they fit together."""
+    """Instantiate the components named by ``_target_``, build the sampling plan, and check they fit together.
+
+    The plan is built and checked here only (docs/design.md, "Sampling plan"): every stage reads it from
+    the context, the vLLM children receive it as is.
+    """
     task = make(cfg.task, "task")
     selector = make(cfg.select, "select")
     loss_fn = make(cfg.loss, "loss")
-    check_sampling(cfg.sampling, task)  # cross-option and task-dependent sampling checks (e.g. hard negatives)
-    n = candidates_per_prompt(cfg.sampling)  # samples + extras + ladder negatives
+    plan = SamplingPlan.of(cfg.sampling)
+    check_sampling(plan, task)  # cross-option and task-dependent sampling checks (e.g. hard negatives)
     try:
-        selector.validate(n)
+        selector.validate(plan.candidates)
     except ValueError as e:  # how two options fit: a refusal of the config, like any other
         raise ConfigError(str(e)) from None
-    k = selector.list_size(n)
+    k = selector.list_size(plan.candidates)
     if k < loss_fn.min_candidates:
         raise ConfigError(f"loss {loss_fn.name!r} needs lists of at least {loss_fn.min_candidates} candidates, "
                           f"but select/sampling give lists of {k}")
     if cfg.train.launcher == "accelerate":
-        from larpo.launch import check_launch
+        from larpo.training.launch import check_launch
 
         check_launch(cfg.train)
     if lora.enabled(cfg.model.lora):
         lora.check_available()
     return RunContext(cfg=cfg, rd=RunDir(cfg.run_dir), task=task, reward=make(cfg.reward, "reward", task=task),
                       selector=selector, loss_fn=loss_fn, metrics=metrics,
-                      device=resolve_device(cfg.device), dtype=resolve_dtype(cfg.model.dtype))
+                      device=resolve_device(cfg.device), dtype=resolve_dtype(cfg.model.dtype), plan=plan)
 
 
 # Errors of the storage itself: the stage's partial output is discarded or journaled, and the
@@ -235,7 +101,7 @@ _STORAGE_FIXES = {errno.ENOSPC: "free the space", errno.EDQUOT: "free the space 
 def run_stage(ctx: RunContext, r: int, stage: str, force: bool = False) -> bool:
     """Run one stage unless its marker exists; returns whether it ran.
 
-    The marker, written last, records the sha256 of the stage's outputs (stages.stage_outputs),
+    The marker, written last, records the sha256 of the stage's outputs (larpo.stages.stage_outputs),
     which later stages check before they read them. An evaluation whose outputs are gone though
     its marker stays is redone (only later evaluations and the summary read them); a missing output
     of another stage is refused with its name when a stage reads it.
@@ -266,10 +132,6 @@ def run_stage(ctx: RunContext, r: int, stage: str, force: bool = False) -> bool:
     ctx.rd.mark_done(r, stage, stage_outputs(ctx.rd, r, stage))
     logger.info("round %d: %s done in %.1f s", r, stage, time.perf_counter() - t0)
     return True
-
-
-def stages_of(r: int) -> tuple[str, ...]:
-    return ROUND_ZERO if r == 0 else ROUND_STAGES
 
 
 def rerun_one(ctx: RunContext, stage: str, r: int | None) -> None:
@@ -365,10 +227,5 @@ def run(cfg: DictConfig) -> dict:
 def refusals() -> tuple[type[BaseException], ...]:
     """The errors that refuse a command with a message saying what to do (run.py prints that one
     message, no traceback); any other exception is a bug and keeps its traceback."""
-    from larpo.artifacts import ArtifactError, RunLockedError
-    from larpo.evals.judges import JudgeError, MissingAPIKeyError
-    from larpo.model import CheckpointError
-    from larpo.tasks.base import TaskDataError
-
     return (ConfigError, PipelineError, ArtifactError, RunLockedError, CheckpointError, TaskDataError, JudgeError,
             MissingAPIKeyError)

@@ -12,8 +12,9 @@ import logging
 
 import torch
 
+from larpo.context import RunContext
+from larpo.errors import PipelineError
 from larpo.model import check_local, load_model_config, load_tokenizer, prompt_ids
-from larpo.stages import PipelineError, RunContext, round_prompts
 
 logger = logging.getLogger(__name__)
 
@@ -23,7 +24,7 @@ _BYTES = {torch.float32: 4, torch.bfloat16: 2, torch.float16: 2}
 def used_prompts(ctx: RunContext) -> list[str]:
     """Every prompt the run will generate for: each round's training slice and the eval prompts."""
     cfg = ctx.cfg
-    prompts = {ex.prompt for r in range(1, cfg.rounds + 1) for ex in round_prompts(ctx, r)}
+    prompts = {ex.prompt for r in range(1, cfg.rounds + 1) for ex in ctx.round_prompts(r)}
     prompts.update(ex.prompt for ex in ctx.task.split("eval")[: cfg.eval.n_prompts])
     return sorted(prompts)
 
@@ -112,12 +113,10 @@ def vllm_share(n_params: int, param_bytes: int, utilization: float, gpu_bytes: f
 def world_size(cfg) -> int:
     """Training processes: ``train.num_processes`` if the launcher sets one, else the visible GPUs under
     ``train.launcher=accelerate``, else 1 (the in-process trainer)."""
-    from omegaconf import OmegaConf
-
-    n = OmegaConf.select(cfg, "train.num_processes", default=None)
+    n = cfg.train.num_processes
     if n:
         return int(n)
-    if str(OmegaConf.select(cfg, "train.launcher", default="none")) == "accelerate" and torch.cuda.is_available():
+    if cfg.train.launcher == "accelerate" and torch.cuda.is_available():
         return torch.cuda.device_count()
     return 1
 
@@ -223,15 +222,15 @@ def check_vllm_cpu(cfg, model_cfg, n_params: int, model_dtype: torch.dtype) -> N
 
 def plan(ctx: RunContext, n_params: int, longest_prompt: int, platform: str | None = None) -> str:
     """What the run will do and roughly what it needs, in a few lines."""
-    cfg, s = ctx.cfg, ctx.cfg.sampling
-    k = ctx.selector.list_size(s.n_samples)
+    cfg, s = ctx.cfg, ctx.plan
+    k = ctx.selector.list_size(s.candidates)
     w = _BYTES[ctx.dtype]
     ckpt_gb = n_params * w / 1e9 * (3 if cfg.train.carry_optimizer else 1)
     policy = cfg.model.pretrained or f"built from model.arch ({n_params / 1e6:.2f} M parameters)"
     reward = getattr(ctx.reward, "name", type(ctx.reward).__name__)
     lines = [
         f"policy {policy} ({n_params / 1e9:.3f} B parameters, {cfg.model.dtype}) on {ctx.device}",
-        f"reward {reward}; loss {ctx.loss_fn.name}, lists of {k} from {s.n_samples} samples; reference "
+        f"reward {reward}; loss {ctx.loss_fn.name}, lists of {k} from {s.candidates} candidates; reference "
         f"{cfg.reference.value if hasattr(cfg.reference, 'value') else cfg.reference}",
         f"{cfg.rounds} round(s) x {s.prompts_per_round} prompts x {s.n_samples} samples "
         f"(<= {s.max_new_tokens} new tokens; longest rendered prompt {longest_prompt} tokens), "
@@ -240,32 +239,6 @@ def plan(ctx: RunContext, n_params: int, longest_prompt: int, platform: str | No
         f"disk: ~{ckpt_gb:.2f} GB per round's checkpoint ({cfg.rounds + 1} checkpoints)",
     ]
     return "\n  ".join(["plan:", *lines])
-
-
-def alpaca_eval_problem() -> str | None:
-    """Why alpaca_eval cannot be used here (not installed, or its import fails), or None."""
-    from larpo.evals.alpacaeval import _import_alpaca_eval
-
-    try:
-        _import_alpaca_eval()
-    except ImportError as e:  # ModuleNotFoundError too: alpaca_eval itself, or what it imports (pkg_resources)
-        return f"{type(e).__name__}: {e}"
-    return None
-
-
-def alpaca_style_on(eval_cfg) -> bool:
-    """``eval.alpaca_style``: true/false as set; null = when alpaca_eval can be imported."""
-    if eval_cfg.alpaca_style is None:
-        if not eval_cfg.held_out:
-            return False
-        if importlib.util.find_spec("alpaca_eval") is None:
-            return False  # not installed: said once at start-up (check_extras)
-        problem = alpaca_eval_problem()
-        if problem is not None:
-            logger.warning("eval.alpaca_style: alpaca_eval is installed but cannot be imported (%s); the "
-                           "AlpacaEval-style win rates are left out", problem)
-        return problem is None
-    return bool(eval_cfg.alpaca_style)
 
 
 def check_judge_folder(cfg) -> None:
@@ -288,6 +261,8 @@ def check_judge_folder(cfg) -> None:
 def check_extras(cfg) -> None:
     """A feature whose optional extra is missing is refused at start-up, naming the extra to install (and a
     benchmark judge's local model folder is checked: :func:`check_judge_folder`)."""
+    from larpo.evals.alpacaeval import alpaca_eval_problem
+
     check_judge_folder(cfg)
     e = cfg.eval
     wants = [what for what, on in (("eval.alpaca_style=true", e.held_out and e.alpaca_style is True),
@@ -317,8 +292,8 @@ def check_evaluation(ctx: RunContext) -> None:
     after minutes of generation."""
     from hydra.errors import InstantiationException
 
+    from larpo.errors import JudgeError, MissingAPIKeyError
     from larpo.evals.bench import check_benchmarks
-    from larpo.evals.judges import JudgeError, MissingAPIKeyError
 
     if not evaluation_pending(ctx):
         return

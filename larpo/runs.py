@@ -122,41 +122,6 @@ def dirname(cfg: Any, chosen: dict[str, str] | None = None) -> str:
     return f"{stem}-s{cfg.seed}-{run_hash(cfg, chosen)}"
 
 
-def _compatible(path: Path, cfg: Any) -> bool:
-    """Whether ``path`` holds a run this config may resume (read-only: larpo.pipeline.check_run_dir)."""
-    from larpo.artifacts import ArtifactError, RunDir
-    from larpo.pipeline import check_run_dir
-    from larpo.stages import PipelineError
-
-    try:
-        check_run_dir(RunDir(path), cfg)
-    except (PipelineError, ArtifactError):
-        return False
-    return True
-
-
-def resolve_run_dir(cfg: Any) -> Path:
-    """The run directory of this command (nothing is created): ``run_dir=`` if given, else a
-    ``hydra.run.dir=`` given on the command line, else the name of :func:`dirname` under ``paths.runs/<name>``
-    (a sweep job: under ``hydra.sweep.dir``), or the directory of the earlier naming that holds this run."""
-    if cfg.get("run_dir"):
-        return Path(cfg.run_dir)
-    from hydra.types import RunMode
-
-    hc = hydra_config()
-    multirun = hc is not None and hc.mode == RunMode.MULTIRUN
-    if hc is not None and not multirun and any(o.startswith("hydra.run.dir=") for o in hc.overrides.hydra):
-        return Path(hc.run.dir)
-    root = Path(hc.sweep.dir) if multirun else Path(cfg.paths.runs) / cfg.name
-    path = root / dirname(cfg, choices(hc))
-    if hc is not None and not path.exists():
-        legacy = root / hc.job.override_dirname
-        if (legacy / "manifest.json").is_file() and _compatible(legacy, cfg):
-            logger.info("resuming %s, a run directory of the earlier naming (its new name would be %s)", legacy, path)
-            return legacy
-    return path
-
-
 def command_record(cfg: Any) -> dict[str, Any]:
     """What the manifest keeps of the command that made a run: its overrides and chosen group options."""
     hc = hydra_config()

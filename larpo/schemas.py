@@ -1,4 +1,4 @@
-"""Validating readers of the run-directory artifacts (DESIGN §3).
+"""Validating readers of the run-directory artifacts (docs/design.md, "Run directory contract").
 
 Every stage reads its inputs through :func:`read_table`: each line is checked against the
 artifact's schema — field types, finite numbers, list fields of one length, the number of
@@ -16,7 +16,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from larpo.artifacts import ArtifactError, iter_jsonl_lines
+from larpo.artifacts import iter_jsonl_lines
+from larpo.errors import ArtifactError
 
 
 def _is_number(v: Any) -> bool:

@@ -1,4 +1,5 @@
-"""Stage ``select``: pool, de-duplicate, rank each prompt's candidates and pick the training list.
+"""The selection library of the select stage (larpo/stages/select.py): pool, de-duplicate, rank each prompt's
+candidates and pick the training list.
 
 Selectors are chosen in ``conf/select/`` by ``_target_``. A selector maps one prompt's rewards
 (and a seeded ``random.Random``) to the indices of the candidates it keeps, best first, stable
@@ -30,9 +31,9 @@ from collections import Counter
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
-from larpo.artifacts import ArtifactError
-from larpo.generate import derive_seed
+from larpo.errors import ArtifactError
 from larpo.schemas import Table
+from larpo.seeds import derive_seed
 
 logger = logging.getLogger(__name__)
 
@@ -42,6 +43,10 @@ POOLS: dict[str, Callable[[int], list[int]]] = {
     "current+prev": lambda r: [r - 1] if r > 1 else [],
     "all": lambda r: list(range(r - 1, 0, -1)),
 }
+
+
+# What a selector chooses from: every candidate of a generations row (larpo.generation.plan.SamplingPlan.candidates).
+CANDIDATES = "candidates per prompt (sampling.n_samples + extra_negatives + the ladder's negatives_n)"
 
 
 def rank_by_reward(rewards: Sequence[float]) -> list[int]:
@@ -74,18 +79,19 @@ class Selector:
         """The earlier rounds whose candidates join round ``r``'s, newest first."""
         return POOLS[self.pool](r)
 
-    def list_size(self, n_samples: int) -> int:
-        return n_samples
+    def list_size(self, n_candidates: int) -> int:
+        """The length of a selected list, from ``n_candidates`` candidates per prompt (the sampling plan's)."""
+        return n_candidates
 
-    def validate(self, n_samples: int) -> None:
-        """Fail at start-up, not mid-run, when the sampling config cannot feed this selector."""
+    def validate(self, n_candidates: int) -> None:
+        """Fail at start-up, not mid-run, when ``n_candidates`` candidates per prompt cannot feed this selector."""
 
     def __call__(self, rewards: Sequence[float], rng: random.Random | None = None) -> list[int]:
         return rank_by_reward(rewards)
 
 
 class AllCandidates(Selector):
-    """``select=all``: the whole list (all ``n_samples`` candidates, or the whole pool)."""
+    """``select=all``: the whole list (all the prompt's candidates, or the whole pool)."""
 
 
 class TopBottom(Selector):
@@ -105,14 +111,14 @@ class TopBottom(Selector):
     def min_candidates(self) -> int:
         return self.n_top + self.n_bottom
 
-    def list_size(self, n_samples: int) -> int:
+    def list_size(self, n_candidates: int) -> int:
         return self.n_top + self.n_bottom
 
-    def validate(self, n_samples: int) -> None:
-        if self.n_top + self.n_bottom > n_samples:
+    def validate(self, n_candidates: int) -> None:
+        if self.n_top + self.n_bottom > n_candidates:
             raise ValueError(
                 f"select.n_top + select.n_bottom = {self.n_top} + {self.n_bottom} = "
-                f"{self.n_top + self.n_bottom} exceeds sampling.n_samples = {n_samples}: "
+                f"{self.n_top + self.n_bottom} exceeds the {n_candidates} {CANDIDATES}: "
                 "lower them or sample more candidates"
             )
 
@@ -142,12 +148,12 @@ class RandomK(Selector):
     def min_candidates(self) -> int:
         return self.k
 
-    def list_size(self, n_samples: int) -> int:
+    def list_size(self, n_candidates: int) -> int:
         return self.k
 
-    def validate(self, n_samples: int) -> None:
-        if self.k > n_samples:
-            raise ValueError(f"select.k = {self.k} exceeds sampling.n_samples = {n_samples}: "
+    def validate(self, n_candidates: int) -> None:
+        if self.k > n_candidates:
+            raise ValueError(f"select.k = {self.k} exceeds the {n_candidates} {CANDIDATES}: "
                              "lower it or sample more candidates")
 
     def __call__(self, rewards: Sequence[float], rng: random.Random | None = None) -> list[int]:
@@ -237,7 +243,7 @@ def rescore(reward, pools: Sequence[Pool]) -> int:
     stale = [p for p in pools if not p.as_scored]
     if not stale or not getattr(reward, "list_relative", False):
         return 0
-    from larpo.score import score_rows
+    from larpo.rewards.scoring import score_rows
 
     rows = [{"prompt_id": p.prompt_id, "prompt": p.prompt, "responses": p.responses, "finished": p.finished}
             for p in stale]

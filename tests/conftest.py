@@ -1,15 +1,16 @@
-"""Shared fixtures: compose the real Hydra configs (conf/) without Hydra's runtime."""
+"""Pytest hooks and fixtures shared by every test folder; what tests import lives in tests/helpers/."""
 
 from __future__ import annotations
 
 from pathlib import Path
 
 import pytest
-from hydra import compose, initialize_config_dir
 
-import larpo.config  # noqa: F401  (registers the schema)
+from tests.helpers.config import compose_config
 
-CONF_DIR = Path(__file__).resolve().parents[1] / "conf"
+# Folders whose tests run the pipeline end to end, in subprocesses or on real weights: `-m "not integration"`
+# (make test-unit) leaves them out.
+INTEGRATION = ("integration", "faults", "real", "vllm", "cluster", "gpu")
 
 
 def pytest_addoption(parser):
@@ -17,10 +18,12 @@ def pytest_addoption(parser):
                      help="tests/vllm: fail, not skip, where vLLM or the real weights are missing (make test-vllm)")
 
 
-def compose_config(overrides: list[str] | None = None):
-    """The config `python run.py <overrides>` would see (run_dir must be given for a run)."""
-    with initialize_config_dir(config_dir=str(CONF_DIR), version_base="1.3"):
-        return compose(config_name="config", overrides=list(overrides or []))
+def pytest_collection_modifyitems(config, items):
+    root = Path(__file__).resolve().parent
+    for item in items:
+        parts = Path(str(item.fspath)).resolve().relative_to(root).parts
+        if parts and parts[0] in INTEGRATION:
+            item.add_marker(pytest.mark.integration)
 
 
 @pytest.fixture

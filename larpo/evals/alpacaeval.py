@@ -28,6 +28,7 @@ carries ``lc_absent_reason``.
 from __future__ import annotations
 
 import contextlib
+import importlib.util
 import json
 import logging
 import tempfile
@@ -50,7 +51,7 @@ CLIENT_KWARGS = frozenset({"model_name", "requires_chatml", "price_per_token", "
 _PATCH_LOCK = threading.Lock()
 
 
-def _import_alpaca_eval():
+def import_alpaca_eval():
     """Import alpaca_eval, undoing its import-time ``logging.getLogger().setLevel(INFO)``."""
     root, level = logging.getLogger(), logging.getLogger().level
     import alpaca_eval  # noqa: F401  (loads .env too: alpaca_eval's own behaviour)
@@ -58,6 +59,30 @@ def _import_alpaca_eval():
 
     root.setLevel(level)
     return alpaca_eval
+
+
+def alpaca_eval_problem() -> str | None:
+    """Why alpaca_eval cannot be used here (not installed, or its import fails), or None."""
+    try:
+        import_alpaca_eval()
+    except ImportError as e:  # ModuleNotFoundError too: alpaca_eval itself, or what it imports (pkg_resources)
+        return f"{type(e).__name__}: {e}"
+    return None
+
+
+def alpaca_style_on(eval_cfg) -> bool:
+    """``eval.alpaca_style``: true/false as set; null = when alpaca_eval can be imported."""
+    if eval_cfg.alpaca_style is None:
+        if not eval_cfg.held_out:
+            return False
+        if importlib.util.find_spec("alpaca_eval") is None:
+            return False  # not installed: said once at start-up (check_extras)
+        problem = alpaca_eval_problem()
+        if problem is not None:
+            logger.warning("eval.alpaca_style: alpaca_eval is installed but cannot be imported (%s); the "
+                           "AlpacaEval-style win rates are left out", problem)
+        return problem is None
+    return bool(eval_cfg.alpaca_style)
 
 
 def fetch_file(path: str | Path | None, filename: str, setting: str) -> Path:
@@ -89,7 +114,7 @@ def load_reference(path: str | Path | None = None) -> list[dict]:
 @contextlib.contextmanager
 def local_lc_weights(df_gamed: str | Path, instruction_difficulty: str | Path | None = None) -> Iterator[None]:
     """Serve alpaca_eval's LC weight files from local paths while the block runs (see module doc)."""
-    _import_alpaca_eval()
+    import_alpaca_eval()
     from alpaca_eval.metrics import glm_winrate
 
     files = {"df_gamed.csv": df_gamed, "instruction_difficulty.csv": instruction_difficulty}
@@ -196,7 +221,7 @@ def evaluate_outputs(instructions: Sequence[str], outputs: Sequence[str], refere
     if missing:
         raise ValueError(f"{len(missing)} instructions are not in the reference, e.g. {missing[0][:80]!r}")
     _check_renderable(instructions, outputs)
-    alpaca_eval = _import_alpaca_eval()
+    alpaca_eval = import_alpaca_eval()
     from alpaca_eval import metrics
 
     n_lc, lc_error, df_gamed = None, None, None
@@ -360,7 +385,7 @@ def win_rates_vs_baseline(rows: Sequence[dict], baseline_rows: Sequence[dict],
     part explained by answering longer (or shorter) than round 0 removed. Unlike AlpacaEval 2's LC
     it has no instruction-difficulty term (the embedded prompts have none) and no gamed baselines.
     """
-    _import_alpaca_eval()
+    import_alpaca_eval()
     import pandas as pd
     from alpaca_eval import metrics
 

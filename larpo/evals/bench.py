@@ -27,7 +27,7 @@ def greedy_generate_fn(model, tokenizer, max_new_tokens: int, batch_size: int) -
     """``(prompts, system=None) -> answers``, greedy, batched; prompts cut from the left to fit the model's
     positions; ``system``: a system message before each prompt (MixEval's harness sends one)."""
     from larpo.console import progress as tqdm
-    from larpo.generate import sample
+    from larpo.generation.sampling import sample
     from larpo.model import prompt_ids
 
     limit = getattr(model.config, "max_position_embeddings", None) or 10**9

@@ -13,7 +13,7 @@ annotator YAML that has no ``fn_completions`` key (see ``larpo.evals.alpacaeval`
   OpenAI API (GPT-4-turbo for AlpacaEval 2, gpt-3.5-turbo-0125 for MixEval's model parser) or
   any compatible server (e.g. Llama-3-70B-Instruct behind vLLM, the paper's Table 3 judge).
 - ``HFLocalJudge``: a local Hugging Face causal LM, greedy, loaded lazily, released after use.
-- ``RewardJudge``: pairwise preference by a reward object (``larpo.score`` interface), offline.
+- ``RewardJudge``: pairwise preference by a reward object (``larpo.rewards.scoring`` interface), offline.
 """
 
 from __future__ import annotations
@@ -34,6 +34,8 @@ from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any, Protocol
 
+from larpo.errors import JudgeError, JudgeHTTPError, MissingAPIKeyError
+
 logger = logging.getLogger(__name__)
 
 Messages = list[dict[str, str]]
@@ -46,19 +48,6 @@ class Judge(Protocol):
     name: str
 
     def complete(self, prompts: Sequence[Messages]) -> list[str]: ...
-
-
-class MissingAPIKeyError(RuntimeError):
-    """A judge that needs an API key was built without the environment variable holding it."""
-
-
-class JudgeError(RuntimeError):
-    """A judge cannot give a verdict (unreachable, failing, or answering what cannot be read), after
-    the bounded retries; the message names the judge (and its URL) and never holds the key."""
-
-
-class JudgeHTTPError(JudgeError):
-    """The judge's server failed (after the bounded retries); the message never holds the key."""
 
 
 def chatml_to_messages(prompt: str) -> Messages:
@@ -265,7 +254,8 @@ class HFLocalJudge(_TextJudgeForAlpacaEval):
         self._model = self._tokenizer = None
 
     def _load(self) -> None:
-        from larpo.model import load_model, load_tokenizer, resolve_device, resolve_dtype
+        from larpo.checkpoints import load_model
+        from larpo.model import load_tokenizer, resolve_device, resolve_dtype
 
         if self._model is None:
             logger.info("loading judge %s", self.name)
@@ -275,7 +265,8 @@ class HFLocalJudge(_TextJudgeForAlpacaEval):
 
     def check(self) -> None:
         """Start-up: the model's folder (or hub id) and its config are there; no weights are loaded."""
-        from larpo.model import CheckpointError, check_local
+        from larpo.errors import CheckpointError
+        from larpo.model import check_local
 
         check_local(self.pretrained, "judge.pretrained")
         try:
@@ -365,7 +356,7 @@ REWARD_PROMPT = re.compile(
 
 
 class RewardJudge:
-    """Pairwise preference by a reward: ``reward.score(prompts, responses, finished)`` (larpo.score).
+    """Pairwise preference by a reward: ``reward.score(prompts, responses, finished)`` (larpo.rewards.scoring).
 
     The better-scored output wins; equal scores are a draw (alpaca_eval's 1.5). For alpaca_eval it
     enters through alpaca_eval's own annotator machinery: the annotator ``larpo_reward`` renders

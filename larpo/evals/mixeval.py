@@ -381,7 +381,7 @@ class MixEval:
             load_judge_prompts(self.judge_prompts)
 
     def __call__(self, generate_fn: Callable[..., list[str]], generator_name: str | None = None) -> dict:
-        from larpo.model import SystemMessageError
+        from larpo.errors import SystemMessageError
 
         items = load_mixeval(self.source, self.config)[: self.max_items]
         try:

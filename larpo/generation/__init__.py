@@ -1,7 +1,8 @@
 """Candidate generation beyond plain sampling: per-round temperatures, temperature splits, extra
-low-temperature candidates and the paper's negative difficulty ladder (DESIGN §1 "Hard negatives").
+low-temperature candidates and the paper's negative difficulty ladder (docs/design.md, "Sampling plan").
 
-``sampling``: the HF ``generate`` primitives and seeds; ``plan``: what a round samples (read from
-``cfg.sampling``, checked at start-up); ``negatives``: the ladder's extra candidates. The stage
-itself (batches, journal) is :mod:`larpo.generate`.
+``sampling``: the HF ``generate`` primitives; ``plan``: what a round samples (built from ``cfg.sampling``
+once, checked at start-up); ``negatives``: the ladder's extra candidates; ``candidates``: a round's batches
+and their journal; ``vllm_backend`` / ``vllm_server``: the same on vLLM, in child processes. The stage
+itself is larpo/stages/generate.py; seeds come from larpo/seeds.py.
 """

@@ -1,4 +1,4 @@
-"""The paper's negative difficulty ladder (Fig. 3a; DESIGN §1 "Hard negatives").
+"""The paper's negative difficulty ladder (Fig. 3a; docs/design.md, "Sampling plan").
 
 Each level appends ``negatives_n`` candidates per prompt (kind ``negative:<level>``):
 
@@ -27,7 +27,8 @@ import random
 from collections.abc import Callable, Sequence
 
 from larpo.generation.plan import Block, SamplingPlan
-from larpo.generation.sampling import derive_seed, sample
+from larpo.generation.sampling import sample
+from larpo.seeds import derive_seed
 
 
 def trigrams(text: str) -> set[str]:

@@ -11,7 +11,7 @@ The candidates of a generations row, in this order (``sampling.kinds`` names eac
 3. ``negatives_n`` ladder candidates (kind ``negative:<level>``) for ``negatives=<level>``;
    see :mod:`larpo.generation.negatives`.
 
-:func:`candidates_per_prompt` is the one place that counts them; every reader of the
+:attr:`SamplingPlan.candidates` is the one place that counts them; every reader of the
 generations file (``RunContext.generations``) expects exactly that many per row.
 """
 
@@ -20,7 +20,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any
 
-from larpo.config import ConfigError
+from larpo.errors import ConfigError
 
 # The ladder's default temperatures (paper Fig. 2b: low temperature is confidently wrong,
 # high temperature wanders); ``negatives_temperature`` overrides them.
@@ -29,42 +29,65 @@ NEEDS_CORRECTNESS = ("hard", "hardest")
 NEEDS_OTHER_PROMPTS = ("easiest", "easy")
 
 
-def _value(x: Any) -> Any:
-    """An enum member's value (OmegaConf hands enums over as members), else ``x``."""
-    return getattr(x, "value", x)
-
-
 @dataclass(frozen=True)
 class SamplingPlan:
-    """``cfg.sampling`` as plain values; missing keys take the schema's defaults (tests pass partial nodes)."""
+    """What the generate stage samples, as plain values: ``cfg.sampling`` but its engine (``backend``, ``vllm``).
+
+    Built once per command (:meth:`of`, in :func:`larpo.pipeline.build_context`), checked once
+    (:func:`check_sampling`), carried on the :class:`~larpo.context.RunContext` and sent as is to the
+    vLLM children (:meth:`to_dict` / :meth:`from_dict`). Every default is the schema's
+    (:class:`larpo.config.SamplingConfig`): this class writes none.
+
+    Counts per prompt: ``n_samples`` candidates are *sampled* at the round's temperature(s);
+    :attr:`candidates` is the length of a generations row (samples + extras + ladder negatives).
+    """
 
     n_samples: int
+    prompts_per_round: int
     temperature: float
     top_p: float
     max_new_tokens: int
     batch_size: int
-    temperature_schedule: tuple[float, ...] | None = None
-    temperatures: tuple[float, ...] | None = None
-    extra_negatives: int = 0
-    extra_temperature: float = 0.2
-    negatives: str | None = None  # None when off ("none" is read as None)
-    negatives_n: int = 1
-    negatives_temperature: float | None = None
-    negatives_tries: int = 4
-    negatives_per_try: int = 4
+    temperature_schedule: tuple[float, ...] | None
+    temperatures: tuple[float, ...] | None
+    extra_negatives: int
+    extra_temperature: float
+    negatives: str | None  # None when off ("none" is read as None)
+    negatives_n: int
+    negatives_temperature: float | None
+    negatives_tries: int
+    negatives_per_try: int
+    length_batching: bool
 
     @classmethod
     def of(cls, sampling: Any) -> SamplingPlan:
-        get = sampling.get if hasattr(sampling, "get") else lambda k, d=None: getattr(sampling, k, d)
-        values = {}
-        for name, f in cls.__dataclass_fields__.items():
-            v = _value(get(name, f.default))
-            if name in ("temperature_schedule", "temperatures") and v is not None:
-                v = tuple(float(x) for x in v)
-            values[name] = v
+        """The plan of ``sampling``: a ``cfg.sampling`` node, a :class:`SamplingConfig`, or a mapping of some of
+        its keys (the others: the schema's defaults; an unknown key is refused)."""
+        from omegaconf import OmegaConf
+
+        from larpo.config import SamplingConfig
+
+        node = OmegaConf.merge(OmegaConf.structured(SamplingConfig), sampling)
+        return cls.from_dict({name: OmegaConf.select(node, name) for name in cls.__dataclass_fields__})
+
+    @classmethod
+    def from_dict(cls, values: dict) -> SamplingPlan:
+        """The plan from :meth:`to_dict`'s output (lists for tuples; enum members or their values)."""
+        values = {name: getattr(v, "value", v) for name, v in values.items()}  # OmegaConf hands enums as members
+        for name in ("temperature_schedule", "temperatures"):
+            if values[name] is not None:
+                values[name] = tuple(float(x) for x in values[name])
         if values["negatives"] == "none":
             values["negatives"] = None
         return cls(**values)
+
+    def to_dict(self) -> dict:
+        """Plain JSON values (a vLLM child's job file)."""
+        out = dict(self.__dict__)
+        for name in ("temperature_schedule", "temperatures"):
+            if out[name] is not None:
+                out[name] = list(out[name])
+        return out
 
     def round_temperature(self, r: int) -> float:
         """Round r's temperature (r >= 1): the schedule's element r-1, its last for later rounds."""
@@ -86,18 +109,22 @@ class SamplingPlan:
             return self.negatives_temperature
         return LADDER_TEMPERATURE.get(self.negatives, self.round_temperature(r))
 
+    @property
     def candidates(self) -> int:
+        """Candidates in each generations row: samples + extra low-temperature ones + ladder negatives."""
         return self.n_samples + self.extra_negatives + (self.negatives_n if self.negatives else 0)
 
+    def batches(self, n_prompts: int) -> int:
+        """Generate batches of a round of ``n_prompts`` prompts (``batch_size`` prompts each)."""
+        return (n_prompts + self.batch_size - 1) // self.batch_size
 
-def candidates_per_prompt(sampling: Any) -> int:
-    """Candidates in each generations row: samples + extra low-temperature ones + ladder negatives."""
-    return SamplingPlan.of(sampling).candidates()
 
+def check_sampling(plan: SamplingPlan, task: Any) -> None:
+    """Start-up checks of the sampling plan that cross options or need the task; raises ConfigError.
 
-def check_sampling(sampling: Any, task: Any) -> None:
-    """Start-up checks of ``cfg.sampling`` that cross options or need the task; raises ConfigError."""
-    p = SamplingPlan.of(sampling)
+    Called once per command (:func:`larpo.pipeline.build_context`), before anything is loaded.
+    """
+    p = plan
     problems = []
     if p.temperatures and p.temperature_schedule:
         problems.append(f"sampling.temperatures={list(p.temperatures)} and sampling.temperature_schedule="
@@ -112,10 +139,12 @@ def check_sampling(sampling: Any, task: Any) -> None:
     if p.negatives in NEEDS_CORRECTNESS and p.negatives_per_try < p.negatives_n:
         problems.append(f"sampling.negatives_per_try={p.negatives_per_try} is below sampling.negatives_n="
                         f"{p.negatives_n}: one draw must be able to fill the negatives (or their fallback)")
-    per_round = sampling.get("prompts_per_round", 2) if hasattr(sampling, "get") else 2
-    if p.negatives in NEEDS_OTHER_PROMPTS and per_round < 2:
+    if p.negatives in NEEDS_OTHER_PROMPTS and p.prompts_per_round < 2:
         problems.append(f"sampling.negatives={p.negatives} takes responses to other prompts of the round, "
-                        f"but sampling.prompts_per_round={per_round}")
+                        f"but sampling.prompts_per_round={p.prompts_per_round}")
+    if p.length_batching and p.negatives in NEEDS_OTHER_PROMPTS:
+        problems.append(f"sampling.length_batching=true does not support sampling.negatives={p.negatives} "
+                        "(it picks other prompts by their position in a contiguous batch); set one of them off")
     if problems:
         raise ConfigError("invalid option" + ("s" if len(problems) > 1 else "") + ": " + "; ".join(problems))
 

@@ -2,18 +2,11 @@
 
 from __future__ import annotations
 
-import hashlib
 from collections.abc import Sequence
 
 import torch
 
 from larpo.model import prompt_ids
-
-
-def derive_seed(*parts: int | str) -> int:
-    """A stable 31-bit seed from several parts (Python's hash() is salted per process)."""
-    digest = hashlib.sha256(":".join(map(str, parts)).encode()).digest()
-    return int.from_bytes(digest[:4], "little") & 0x7FFFFFFF
 
 
 def length_batches(tokenizer, prompts: Sequence[str], batch_size: int) -> list[list[int]]:
@@ -27,7 +20,7 @@ def length_batches(tokenizer, prompts: Sequence[str], batch_size: int) -> list[l
     return [order[s : s + batch_size] for s in range(0, len(order), batch_size)]
 
 
-def _left_pad(ids: Sequence[list[int]], pad_id: int) -> tuple[torch.Tensor, torch.Tensor]:
+def left_pad(ids: Sequence[list[int]], pad_id: int) -> tuple[torch.Tensor, torch.Tensor]:
     width = max(len(x) for x in ids)
     input_ids = torch.full((len(ids), width), pad_id, dtype=torch.long)
     attn = torch.zeros((len(ids), width), dtype=torch.long)
@@ -37,7 +30,7 @@ def _left_pad(ids: Sequence[list[int]], pad_id: int) -> tuple[torch.Tensor, torc
     return input_ids, attn
 
 
-def _decode(tokenizer, new_tokens: torch.Tensor) -> tuple[list[str], list[bool]]:
+def decode_new_tokens(tokenizer, new_tokens: torch.Tensor) -> tuple[list[str], list[bool]]:
     """Cut each row at its first EOS; the text excludes EOS, ``finished`` records it."""
     eos = tokenizer.eos_token_id
     texts, finished = [], []
@@ -77,7 +70,7 @@ def sample(
     ids = prompt_ids(tokenizer, list(prompts), system)
     if max_prompt_tokens is not None:
         ids = [x[-max_prompt_tokens:] for x in ids]
-    input_ids, attn = _left_pad(ids, tokenizer.pad_token_id)
+    input_ids, attn = left_pad(ids, tokenizer.pad_token_id)
     greedy = temperature <= 0
     kwargs = dict(do_sample=False) if greedy else dict(do_sample=True, temperature=temperature, top_p=top_p)
     torch.manual_seed(seed)
@@ -92,7 +85,7 @@ def sample(
         use_cache=True,  # a checkpoint saved with use_cache=false (gradient checkpointing) would decode ~10x slower
         **kwargs,
     )
-    texts, finished = _decode(tokenizer, out[:, input_ids.shape[1] :].cpu())
+    texts, finished = decode_new_tokens(tokenizer, out[:, input_ids.shape[1] :].cpu())
     return [texts[i * n : (i + 1) * n] for i in range(len(prompts))], [
         finished[i * n : (i + 1) * n] for i in range(len(prompts))
     ]

@@ -5,7 +5,7 @@ The generate stage of round r hands the previous round's checkpoint *folder* (wh
 ``save_pretrained`` wrote) to ``vllm.LLM`` in a **child process**: the engine, its CUDA graphs
 and its KV cache die with the child, so the GPU is empty again when training starts in the
 pipeline's process. Nothing else changes: the child computes exactly the rows
-:func:`larpo.generate.generate_batch` describes (same batches, same seeds derived from
+:func:`larpo.generation.candidates.generate_batch` describes (same batches, same seeds derived from
 (seed, round, batch), same candidate layout), only the draws come from vLLM instead of HF
 ``generate``.
 
@@ -57,19 +57,13 @@ from typing import Any
 
 # Light imports only: a child that cannot run (no vllm) fails before torch is imported.
 from larpo.artifacts import BatchJournal
+from larpo.errors import VLLMGenerationError, VLLMUnavailable
+from larpo.generation.plan import SamplingPlan
 
 logger = logging.getLogger(__name__)
 
 INSTALL_HINT = "on a GPU machine pip install -e '.[gpu]'; on a CPU, `make vllm-env` (vLLM's CPU build in .venv-vllm)"
 GiB = 1 << 30
-
-
-class VLLMUnavailable(RuntimeError):
-    """sampling.backend=vllm cannot run here (no vllm, a broken install, or no device for it)."""
-
-
-class VLLMGenerationError(RuntimeError):
-    """An engine child failed; the message names it, its log's last lines, and that the stage resumes."""
 
 
 def vllm_platform() -> str:
@@ -145,7 +139,7 @@ def build_requests(ids: Sequence[list[int]], n: int, temperature: float, top_p: 
 
     ``temperature <= 0`` is greedy (as in the HF path): vLLM's temperature 0, top_p 1.
     """
-    from larpo.generation.sampling import derive_seed
+    from larpo.seeds import derive_seed
 
     greedy = temperature <= 0
     return [Request(prompt_token_ids=list(x), n=n, temperature=0.0 if greedy else float(temperature),
@@ -167,7 +161,7 @@ def completions_to_texts(outputs: Sequence, tokenizer, n: int) -> tuple[list[lis
     """vLLM ``RequestOutput``s (one per prompt, in request order) -> responses [P][n], finished [P][n].
 
     Reads only ``output.outputs[j].token_ids`` and ``.finish_reason``. Each completion is cut at
-    its first EOS and decoded with specials kept (as :func:`larpo.generation.sampling._decode`),
+    its first EOS and decoded with specials kept (as :func:`larpo.generation.sampling.decode_new_tokens`),
     so re-encoding the text gives the generated ids; finished = ``finish_reason == "stop"``.
     """
     eos = tokenizer.eos_token_id
@@ -187,9 +181,10 @@ def completions_to_texts(outputs: Sequence, tokenizer, n: int) -> tuple[list[lis
     return texts, finished
 
 
-def engine_kwargs(checkpoint: str | os.PathLike, options: Any, trust_remote_code: bool = False,
-                  platform: str = "cuda", model_dtype: str = "float32") -> dict:
-    """``vllm.LLM`` arguments from ``sampling.vllm`` (a node with every key: :func:`vllm_options`).
+def engine_kwargs(checkpoint: str | os.PathLike, options: Any, *, trust_remote_code: bool, platform: str,
+                  model_dtype: str) -> dict:
+    """``vllm.LLM`` arguments from ``sampling.vllm`` (a node with every key: :func:`vllm_options`),
+    ``model.trust_remote_code`` and ``model.dtype``, on vLLM's ``platform`` (:func:`vllm_platform`).
 
     The engine gets no tokenizer (we send ids and decode ourselves) and ignores the checkpoint's
     ``generation_config.json`` defaults, so only the request's own parameters shape the draws.
@@ -217,19 +212,20 @@ def engine_kwargs(checkpoint: str | os.PathLike, options: Any, trust_remote_code
 
 
 def vllm_options(options: Any):
-    """``sampling.vllm`` as given (a node, or a dict of some keys), completed with the schema's defaults."""
-    from omegaconf import OmegaConf
+    """``sampling.vllm`` as given (a node, or a dict of some keys), completed with the schema's defaults
+    (:func:`larpo.config.rebuild`, as every child process rebuilds its config)."""
+    from larpo.config import VLLMConfig, rebuild
 
-    from larpo.config import VLLMConfig
-
-    return OmegaConf.merge(OmegaConf.structured(VLLMConfig), options or {})
+    return rebuild(options or {}, VLLMConfig)
 
 
 class VLLMPolicy:
     """A checkpoint folder served by ``vllm.LLM``; ``sample`` (larpo.generation.sampling) dispatches to it."""
 
-    def __init__(self, checkpoint: str | os.PathLike, tokenizer, options: Any = None, trust_remote_code: bool = False,
-                 model_dtype: str = "float32"):
+    def __init__(self, checkpoint: str | os.PathLike, tokenizer, options: Any, *, trust_remote_code: bool,
+                 model_dtype: str):
+        """``options``: ``sampling.vllm`` (a node, or a dict of some keys: the others the schema's);
+        ``trust_remote_code`` and ``model_dtype``: ``model.trust_remote_code`` and ``model.dtype``."""
         problem = vllm_problem()
         if problem:
             raise VLLMUnavailable(f"sampling.backend=vllm: {problem}")
@@ -244,8 +240,8 @@ class VLLMPolicy:
             # SmolLM2 samples on a loaded machine). In-process, a call's requests are all queued before the
             # first step: the same call gives the same batches, and the same seed the same samples.
             os.environ["VLLM_ENABLE_V1_MULTIPROCESSING"] = "0"
-        self.llm = LLM(**engine_kwargs(checkpoint, vllm_options(options), trust_remote_code, self.platform,
-                                       model_dtype))
+        self.llm = LLM(**engine_kwargs(checkpoint, vllm_options(options), trust_remote_code=trust_remote_code,
+                                       platform=self.platform, model_dtype=model_dtype))
 
     def close(self) -> None:
         """Stop the engine's processes now (not at garbage collection, when logging may be gone)."""
@@ -317,14 +313,15 @@ class Job:
 
     checkpoint: str
     examples: list[dict]  # larpo.tasks.base.Example fields, the round's prompts in order
-    sampling: dict  # cfg.sampling, resolved
+    plan: dict  # the run's SamplingPlan (SamplingPlan.to_dict)
+    vllm: dict  # cfg.sampling.vllm, resolved (this command's: a resume may change it)
     seed: int
     round: int
     batches: list[int]
     shard: str  # the BatchJournal's *final* path (its journal is <shard>.partial)
     task: dict | None  # cfg.task, instantiated in the child only if the ladder needs is_correct
-    trust_remote_code: bool = False
-    model_dtype: str = "float32"  # cfg.model.dtype: what sampling.vllm.dtype=auto runs in
+    trust_remote_code: bool  # cfg.model.trust_remote_code
+    model_dtype: str  # cfg.model.dtype: what sampling.vllm.dtype=auto runs in
 
 
 def _check_prompts(journal: BatchJournal, done: dict, examples: Sequence, bs: int) -> None:
@@ -342,17 +339,21 @@ def _free_parent_gpu() -> None:
         torch.cuda.empty_cache()
 
 
-def generate_in_children(checkpoint: Path, examples: Sequence, cfg: Any, round_: int, journal: BatchJournal) -> None:
-    """The generate stage with vLLM: children fill ``journal`` with every batch of the round."""
+def generate_in_children(checkpoint: Path, examples: Sequence, plan: SamplingPlan, cfg: Any, round_: int,
+                         journal: BatchJournal) -> None:
+    """The generate stage with vLLM: children fill ``journal`` with every batch of the round.
+
+    ``plan``: the run's sampling plan, sent to every child as is; ``cfg``: the run's config, for the
+    engine (``sampling.vllm``), the seed, the task (the ladder's ``is_correct``) and the model's options.
+    """
     from omegaconf import OmegaConf
 
-    from larpo.generate import _log_fallbacks
-    from larpo.generation.plan import NEEDS_CORRECTNESS, SamplingPlan
+    from larpo.generation.candidates import log_fallbacks
+    from larpo.generation.plan import NEEDS_CORRECTNESS
 
-    s = cfg.sampling
-    plan = SamplingPlan.of(s)
-    n_batches = (len(examples) + plan.batch_size - 1) // plan.batch_size
-    engines, tp = s.vllm.data_parallel_size, s.vllm.tensor_parallel_size
+    vllm = cfg.sampling.vllm
+    n_batches = plan.batches(len(examples))
+    engines, tp = vllm.data_parallel_size, vllm.tensor_parallel_size
     journal.final.parent.mkdir(parents=True, exist_ok=True)  # the round's folder: job files and logs go there
     # This run's engines, plus any an interrupted run with a larger data_parallel_size left behind.
     left = {int(p.name.split(".rank")[1].split(".")[0]) for p in journal.final.parent.glob(f"{journal.final.stem}.rank*")
@@ -367,9 +368,9 @@ def generate_in_children(checkpoint: Path, examples: Sequence, cfg: Any, round_:
                     engines, tp, len(todo), n_batches)
         slices = gpu_slices(visible_gpus(), engines, tp) if engines > 1 else [None]
         task = OmegaConf.to_container(cfg.task, resolve=True) if plan.negatives in NEEDS_CORRECTNESS else None
-        jobs = [Job(str(checkpoint), [asdict(ex) for ex in examples], OmegaConf.to_container(s, resolve=True,
-                    enum_to_str=True), int(cfg.seed), round_, part, str(shards[k].final), task,
-                    bool(cfg.model.trust_remote_code), str(cfg.model.dtype))
+        options = OmegaConf.to_container(vllm, resolve=True, enum_to_str=True)
+        jobs = [Job(str(checkpoint), [asdict(ex) for ex in examples], plan.to_dict(), options, int(cfg.seed), round_,
+                    part, str(shards[k].final), task, bool(cfg.model.trust_remote_code), str(cfg.model.dtype))
                 for k, part in enumerate(deal_batches(todo, engines))]
         _free_parent_gpu()
         run_children([j for j in jobs if j.batches], [sl for j, sl in zip(jobs, slices) if j.batches],
@@ -380,7 +381,7 @@ def generate_in_children(checkpoint: Path, examples: Sequence, cfg: Any, round_:
     if missing:
         raise RuntimeError(f"round {round_} generate (vLLM): batches {missing[:10]} are missing after the engines "
                            "finished; run the same command again to redo them")
-    _log_fallbacks([row for b in sorted(done) for row in done[b]], round_, plan.negatives)
+    log_fallbacks([row for b in sorted(done) for row in done[b]], round_, plan.negatives)
 
 
 def child_log(job_file: Path) -> Path:
@@ -453,7 +454,7 @@ def child_main(job_path: str) -> None:
     from hydra.utils import instantiate
     from omegaconf import OmegaConf
 
-    from larpo.generate import generate_batch
+    from larpo.generation.candidates import generate_batch
     from larpo.model import load_tokenizer
     from larpo.tasks.base import Example
 
@@ -464,11 +465,12 @@ def child_main(job_path: str) -> None:
         return
     tok = load_tokenizer(job.checkpoint, job.trust_remote_code)
     task = instantiate(OmegaConf.create(job.task)) if job.task else None
-    sampling = OmegaConf.create(job.sampling)
-    policy = VLLMPolicy(job.checkpoint, tok, sampling.vllm, job.trust_remote_code, job.model_dtype)
+    plan = SamplingPlan.from_dict(job.plan)
+    policy = VLLMPolicy(job.checkpoint, tok, job.vllm, trust_remote_code=job.trust_remote_code,
+                        model_dtype=job.model_dtype)
     try:
         for b in todo:
-            journal.append(b, generate_batch(policy, tok, examples, b, sampling, job.seed, job.round, task))
+            journal.append(b, generate_batch(policy, tok, examples, b, plan, job.seed, job.round, task))
     finally:
         policy.close()
 

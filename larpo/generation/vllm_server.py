@@ -37,8 +37,8 @@ CALL_TIMEOUT_S = 6 * 3600.0  # one sampling call (an evaluation's batch of promp
 class ServeJob:
     checkpoint: str
     options: dict  # sampling.vllm, resolved
-    trust_remote_code: bool = False
-    model_dtype: str = "float32"
+    trust_remote_code: bool  # model.trust_remote_code
+    model_dtype: str  # model.dtype: what sampling.vllm.dtype=auto runs in
 
 
 class ServedPolicy:
@@ -49,7 +49,7 @@ class ServedPolicy:
         self.proc, self._requests, self._replies, self.log_path, self.config = proc, requests, replies, log_path, config
 
     def _read(self, timeout: float, what: str) -> dict:
-        from larpo.generation.vllm_backend import VLLMGenerationError
+        from larpo.errors import VLLMGenerationError
         from larpo.processes import log_tail
 
         ready, _, _ = select.select([self._replies], [], [], timeout)
@@ -73,8 +73,8 @@ class ServedPolicy:
 
 
 @contextlib.contextmanager
-def served_policy(checkpoint: str | os.PathLike, options: Any, log_path: Path, trust_remote_code: bool = False,
-                  model_dtype: str = "float32") -> Iterator[ServedPolicy]:
+def served_policy(checkpoint: str | os.PathLike, options: Any, log_path: Path, *, trust_remote_code: bool,
+                  model_dtype: str) -> Iterator[ServedPolicy]:
     """A :class:`ServedPolicy` over ``checkpoint`` for the duration of the block (engine start-up included)."""
     from omegaconf import OmegaConf
     from transformers import AutoConfig
@@ -121,7 +121,8 @@ def serve_main(job_path: str, req_fd: int, rep_fd: int) -> None:
     from larpo.model import load_tokenizer
 
     tok = load_tokenizer(job.checkpoint, job.trust_remote_code)
-    policy = VLLMPolicy(job.checkpoint, tok, job.options, job.trust_remote_code, job.model_dtype)
+    policy = VLLMPolicy(job.checkpoint, tok, job.options, trust_remote_code=job.trust_remote_code,
+                        model_dtype=job.model_dtype)
     try:
         with os.fdopen(req_fd) as requests, os.fdopen(rep_fd, "w") as replies:
             replies.write(json.dumps({"ready": True}) + "\n")

@@ -1,4 +1,4 @@
-"""List losses of LarPO: pure tensor functions plus the Hydra-instantiated callables (DESIGN §3)."""
+"""List losses of LarPO: pure tensor functions plus the Hydra-instantiated callables (docs/design.md, "Loss API")."""
 
 from larpo.losses.base import (
     ListLoss,

@@ -1,4 +1,4 @@
-"""Shared plumbing for the list losses: input checks, γ, the NLL term, metrics (DESIGN §3).
+"""Shared plumbing for the list losses: input checks, γ, the NLL term, metrics (docs/design.md, "Loss API").
 
 The family modules hold pure tensor functions ``f(gamma, rewards, mask) -> [B]``; the
 ``ListLoss`` classes here wrap them into the Hydra-instantiated callable of the Loss API.

@@ -3,7 +3,7 @@
 Every baseline reduces a list to its best and worst valid candidate by reward (stable ties,
 as ``best_worst``) — except RRHF, which uses every preference pair — and a prompt whose best
 and worst rewards are equal has no preference and contributes 0. ``BaselineLoss`` is the
-shared callable: the Loss API of DESIGN §3, fed with raw log-probs and lengths rather than γ.
+shared callable: the Loss API (docs/design.md, "Loss API"), fed with raw log-probs and lengths rather than γ.
 """
 
 from __future__ import annotations

@@ -1,7 +1,7 @@
 """Sequence-classification reward models (FsfairX-LLaMA3-RM, Skywork-Reward-V2, ArmoRM, ...).
 
 Each (prompt, response) pair is rendered with the reward model's *own* tokenizer and chat
-template (DESIGN §3) and scored by one forward pass of an ``AutoModelForSequenceClassification``.
+template (not the policy's) and scored by one forward pass of an ``AutoModelForSequenceClassification``.
 The model is loaded on the first ``score()`` call and released when that call returns, so a
 reward model never sits in memory while the policy trains; ``with reward.loaded(): ...`` keeps
 it loaded across several ``score()`` calls (e.g. the batches of an evaluation).

@@ -6,18 +6,6 @@ from dataclasses import dataclass
 from typing import Protocol, runtime_checkable
 
 
-class TaskDataError(ValueError):
-    """A task's data cannot be used as they are; the message names the file (row, field) and the fix."""
-
-
-class TaskDataMissing(TaskDataError, FileNotFoundError):
-    """A task's data file or dataset does not exist (or is unreachable): a FileNotFoundError too."""
-
-
-class TaskDataOffline(TaskDataError, ConnectionError):
-    """A hub dataset that cannot be reached (no network): a ConnectionError too."""
-
-
 @dataclass(frozen=True)
 class Example:
     """One prompt with its gold response.

@@ -25,7 +25,8 @@ import os
 from collections.abc import Callable, Sequence
 from pathlib import Path
 
-from larpo.tasks.base import Example, TaskDataError, TaskDataMissing, TaskDataOffline
+from larpo.errors import RowError, TaskDataError, TaskDataMissing, TaskDataOffline
+from larpo.tasks.base import Example
 
 logger = logging.getLogger(__name__)
 
@@ -183,7 +184,7 @@ class PromptLengthFilter:
 
     A prompt is counted as the model will see it: rendered with the tokenizer's chat template
     (`apply_chat_template(..., add_generation_prompt=True)`, then encoded without extra
-    special tokens, as in DESIGN §3); a tokenizer without a template counts the raw text with
+    special tokens, as larpo.model.prompt_ids renders it); a tokenizer without a template counts the raw text with
     its special tokens.
     """
 
@@ -215,10 +216,6 @@ class PromptLengthFilter:
 Item = tuple[str, str, str]
 
 
-class RowError(ValueError):
-    """A row that must not be used as it is (a field of the wrong type): the task refuses its data."""
-
-
 class SkipRow(Exception):  # noqa: N818  (a signal to the loader, not an error)
     """A row the task leaves out, for a stated reason that is counted and logged (``dropped: 3 <reason>``)."""
 
@@ -232,10 +229,10 @@ def text_field(row: dict, name: str) -> str:
     value = row.get(name)
     if value is None or isinstance(value, str):
         return value or ""
-    raise RowError(f"field {name!r} is {type(value).__name__} {_short(value)}, expected a string")
+    raise RowError(f"field {name!r} is {type(value).__name__} {short(value)}, expected a string")
 
 
-def _short(value: object, limit: int = 60) -> str:
+def short(value: object, limit: int = 60) -> str:
     text = repr(value)
     return text if len(text) <= limit else text[: limit - 3] + "..."
 

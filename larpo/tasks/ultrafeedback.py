@@ -14,7 +14,8 @@ ids "<split>-<sha256(normalised prompt)[:12]>".
 
 from __future__ import annotations
 
-from larpo.tasks.hf_data import HFPromptTask, Item, RowError, _short
+from larpo.errors import RowError
+from larpo.tasks.hf_data import HFPromptTask, Item, short
 
 
 def chosen_text(value: object) -> str:
@@ -44,7 +45,7 @@ def prompt_text(value: object, name: str) -> str:
             return value[0]["content"]
         raise RowError(f"field {name!r} is a chat of roles {roles}; a prompt is one user message, optionally "
                        "followed by assistant answers (no system message, no second user turn)")
-    raise RowError(f"field {name!r} is {type(value).__name__} {_short(value)}, expected a string or a chat "
+    raise RowError(f"field {name!r} is {type(value).__name__} {short(value)}, expected a string or a chat "
                    "(a list of {'role', 'content'} messages)")
 
 

@@ -17,7 +17,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.conftest import CONF_DIR
+from tests.helpers.config import CONF_DIR
 
 REPO = Path(__file__).resolve().parents[2]
 HAVE_SUBMITIT = importlib.util.find_spec("hydra_plugins.hydra_submitit_launcher") is not None

@@ -12,7 +12,7 @@ from hydra.errors import ConfigCompositionException, MissingConfigException
 from hydra.utils import instantiate
 from omegaconf import OmegaConf
 
-from tests.conftest import CONF_DIR, compose_config
+from tests.helpers.config import CONF_DIR, compose_config
 
 REPO = CONF_DIR.parent
 # local, local.example: per-user settings (gitignored) and the example to copy there; not options of a run.
@@ -79,6 +79,7 @@ def test_unknown_component_names_the_group(group):
         compose_config([f"{group}=does_not_exist"])
 
 
+@pytest.mark.integration  # four real runs through run.py -m: not in the fast lane (make test-unit)
 def test_multirun_sweeps_four_losses_into_four_directories(tmp_path):
     """`python run.py -m loss=...` runs one job per loss, each in its own directory."""
     sweep = tmp_path / "sweep"
@@ -99,7 +100,8 @@ def test_eval_judge_is_the_judge_group_by_name():
     """`eval.judge=reward` (the spelling beside the benchmarks) gives the same judge node as `judge=reward`."""
     from omegaconf import OmegaConf
 
-    from larpo.config import ConfigError, validate_options
+    from larpo.config import validate_options
+    from larpo.errors import ConfigError
 
     short = compose_config(["run_dir=/tmp/unused", "eval=[task,alpacaeval2]", "eval.judge=reward"])
     group = compose_config(["run_dir=/tmp/unused", "eval=[task,alpacaeval2]", "judge=reward"])
@@ -141,14 +143,16 @@ def test_accelerate_is_not_a_hydra_group():
 @pytest.mark.parametrize("override", ["model.lora.r=0", "model.lora.dropout=1.0", "model.lora.alpha=0",
                                       "train.num_processes=0"])
 def test_lora_and_launcher_bounds(override):
-    from larpo.config import ConfigError, validate_options
+    from larpo.config import validate_options
+    from larpo.errors import ConfigError
 
     with pytest.raises(ConfigError, match=override.split("=")[0]):
         validate_options(compose_config(["run_dir=/tmp/unused", override]))
 
 
 def test_accelerate_options_need_the_accelerate_launcher():
-    from larpo.config import ConfigError, validate_options
+    from larpo.config import validate_options
+    from larpo.errors import ConfigError
 
     with pytest.raises(ConfigError, match="only with train.launcher=accelerate"):
         validate_options(compose_config(["run_dir=/tmp/unused", "train.num_processes=2"]))

@@ -13,7 +13,7 @@ import pytest
 
 from larpo.artifacts import RunDir
 from larpo.pipeline import run
-from tests.faults.conftest import fault_cfg, raw_digest
+from tests.helpers.faults import fault_cfg, raw_digest
 
 # (overrides, the exact message). None of them may create the run directory.
 BAD_OPTIONS = {
@@ -39,8 +39,9 @@ BAD_OPTIONS = {
                                    " lower sampling.max_new_tokens or filter long prompts",
     "model.pretrained=/nonexistent": "model.pretrained: no such file or folder: /nonexistent",
     "model.tokenizer=/nonexistent/tok": "model.tokenizer: no such file or folder: /nonexistent/tok",
-    "select.n_top=5": "select.n_top + select.n_bottom = 5 + 2 = 7 exceeds sampling.n_samples = 6: "
-                      "lower them or sample more candidates",
+    "select.n_top=5": "select.n_top + select.n_bottom = 5 + 2 = 7 exceeds the 6 candidates per prompt "
+                      "(sampling.n_samples + extra_negatives + the ladder's negatives_n): lower them or sample more "
+                      "candidates",
     "loss.beta=0": "loss 'lambdarank': beta must be > 0, got 0",
     # Issue 19, 12: every float option is finite, a component's too (beta=inf trained to NaN, marked done).
     "loss.beta=inf": "invalid option: loss.beta=inf is not a finite number",
@@ -216,8 +217,8 @@ def test_a_run_made_in_another_checkout_resumes(tmp_path):
     """The default policy is a shipped asset recorded as an absolute path: a run made in another
     clone (or a moved checkout) is the same run; a different asset is still a different config."""
     from larpo.artifacts import RunDir
-    from larpo.pipeline import check_run_dir, write_manifest
-    from tests.conftest import compose_config
+    from larpo.manifest import check_run_dir, write_manifest
+    from tests.helpers.config import compose_config
 
     cfg = compose_config([f"run_dir={tmp_path}"])
     assert cfg.model.pretrained.endswith("/larpo/assets/round0")

@@ -10,10 +10,10 @@ from pathlib import Path
 
 import pytest
 
-from larpo.artifacts import ArtifactError, RunDir
+from larpo.artifacts import RunDir
+from larpo.errors import ArtifactError, PipelineError
 from larpo.pipeline import run
-from larpo.stages import PipelineError
-from tests.faults.conftest import digest, fault_cfg, raw_digest
+from tests.helpers.faults import digest, fault_cfg, raw_digest
 
 
 @pytest.fixture(scope="module")
@@ -137,7 +137,7 @@ def test_rounds_evaluated_on_different_prompt_sets_are_never_compared(copy, refe
     """Issue 19, 4: `stage=evaluate round=0 eval.n_prompts=8`, then a plain run: round 1 (24 prompts) was
     compared with the 8-prompt baseline (accuracy_gain 0.0). Now it is refused before any generation,
     and re-evaluating round 0 with the run's settings brings back the uninterrupted run's artifacts."""
-    from larpo import evaluate
+    from larpo.evals import held_out as evaluate
 
     rd = RunDir(copy)
     run(fault_cfg(copy, "stage=evaluate", "round=0", "eval.n_prompts=8"))

@@ -7,7 +7,7 @@ import os
 import subprocess
 import sys
 
-from tests.faults.conftest import REPO
+from tests.helpers.faults import REPO
 
 COMMON = ["experiment=smoke", "sft.steps=20", "eval.pass_at_max=0", "threads=1"]
 

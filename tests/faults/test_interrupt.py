@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from larpo.pipeline import run
-from tests.faults.conftest import digest, fault_cfg, run_driver
+from tests.helpers.faults import digest, fault_cfg, run_driver
 
 
 def test_ctrl_c_through_run_py_then_resume(tmp_path, reference_digest):

@@ -11,9 +11,9 @@ import sys
 import pytest
 
 from larpo import artifacts
+from larpo.errors import PipelineError
 from larpo.pipeline import run
-from larpo.stages import PipelineError
-from tests.faults.conftest import REPO, digest, fault_cfg
+from tests.helpers.faults import REPO, digest, fault_cfg
 
 
 def disk_full_on(monkeypatch, suffix: str, nth: int = 1) -> None:
@@ -96,7 +96,7 @@ def test_a_file_size_limit_while_saving_a_checkpoint_then_resume(tmp_path, refer
     run_dir = tmp_path / "run"
     limit = 20_000  # bytes: above every JSON file before the checkpoint, below its weights (~49 kB)
     env = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONPATH": str(REPO)}
-    proc = subprocess.run([sys.executable, "-m", "tests.faults.driver", str(run_dir), "none", "0", "--run.py"],
+    proc = subprocess.run([sys.executable, "-m", "tests.helpers.fault_driver", str(run_dir), "none", "0", "--run.py"],
                           cwd=REPO, env=env, capture_output=True, text=True, timeout=600,
                           preexec_fn=lambda: resource.setrlimit(resource.RLIMIT_FSIZE, (limit, limit)))
     output = proc.stdout + proc.stderr

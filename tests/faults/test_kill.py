@@ -13,7 +13,7 @@ import pytest
 
 from larpo.artifacts import RunDir
 from larpo.pipeline import run
-from tests.faults.conftest import digest, fault_cfg, run_driver
+from tests.helpers.faults import digest, fault_cfg, run_driver
 
 # (point, N): the N-th call of the point's function is where the process dies.
 INSIDE = {

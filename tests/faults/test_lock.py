@@ -12,10 +12,11 @@ import time
 
 import pytest
 
-from larpo.artifacts import RunLock, RunLockedError
+from larpo.artifacts import RunLock
+from larpo.errors import RunLockedError
 from larpo.pipeline import run
-from tests.faults.conftest import REPO, digest, fault_cfg, raw_digest, run_driver
-from tests.faults.driver import release_file
+from tests.helpers.fault_driver import release_file
+from tests.helpers.faults import REPO, digest, fault_cfg, raw_digest, run_driver
 
 
 def test_second_lock_in_another_descriptor_is_refused(tmp_path):
@@ -35,7 +36,7 @@ def test_same_command_twice_at_once(tmp_path, reference_digest):
     """
     run_dir = tmp_path / "run"
     env = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONPATH": str(REPO)}
-    first = subprocess.Popen([sys.executable, "-m", "tests.faults.driver", str(run_dir), "hold_train", "1"],
+    first = subprocess.Popen([sys.executable, "-m", "tests.helpers.fault_driver", str(run_dir), "hold_train", "1"],
                              cwd=REPO, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
     try:
         lock = run_dir / ".lock"

@@ -6,9 +6,10 @@ import shutil
 
 import pytest
 
-from larpo.artifacts import ArtifactError, RunDir
+from larpo.artifacts import RunDir
+from larpo.errors import ArtifactError
 from larpo.pipeline import run
-from tests.faults.conftest import digest, fault_cfg
+from tests.helpers.faults import digest, fault_cfg
 
 
 def test_failed_forced_rerun_then_plain_run(tmp_path, reference_digest):

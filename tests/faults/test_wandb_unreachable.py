@@ -7,7 +7,7 @@ import socket
 import time
 
 from larpo.pipeline import run
-from tests.conftest import compose_config
+from tests.helpers.config import compose_config
 
 
 def closed_port() -> int:

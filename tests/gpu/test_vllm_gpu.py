@@ -14,9 +14,10 @@ import pytest
 import torch
 
 from larpo.artifacts import read_jsonl
+from larpo.checkpoints import load_model
 from larpo.generation.sampling import sample
-from larpo.model import EMBEDDED_TOKENIZER, load_model, load_tokenizer, response_ids
-from tests.conftest import compose_config
+from larpo.model import EMBEDDED_TOKENIZER, load_tokenizer, response_ids
+from tests.helpers.config import compose_config
 
 ROUND0 = EMBEDDED_TOKENIZER.parent / "round0"
 OPTIONS = {"dtype": "bfloat16", "gpu_memory_utilization": 0.25}  # CUDA graphs on: enforce_eager=false
@@ -28,7 +29,7 @@ def engine():
     from larpo.generation.vllm_backend import VLLMPolicy
 
     tok = load_tokenizer(ROUND0)
-    policy = VLLMPolicy(ROUND0, tok, OPTIONS)  # before this process touches CUDA itself
+    policy = VLLMPolicy(ROUND0, tok, OPTIONS, trust_remote_code=False, model_dtype="float32")  # before this process touches CUDA
     yield policy, tok
     policy.close()
 

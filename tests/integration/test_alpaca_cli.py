@@ -22,8 +22,8 @@ import pytest
 
 from larpo.artifacts import RunDir, read_json
 from larpo.pipeline import run
-from tests.conftest import compose_config
-from tests.unit.test_evals_judges import ChatServer, chat_response
+from tests.helpers.config import compose_config
+from tests.helpers.judges import ChatServer, chat_response
 
 pytest.importorskip("alpaca_eval")
 FIX = Path(__file__).resolve().parents[1] / "fixtures" / "evals"

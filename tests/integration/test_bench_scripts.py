@@ -14,6 +14,8 @@ from pathlib import Path
 
 import pytest
 
+from tests.helpers.markdown import table
+
 REPO = Path(__file__).resolve().parents[2]
 
 
@@ -25,19 +27,6 @@ def run_script(name: str, out: Path, *args: str, timeout: int = 300) -> str:
     text = (out / name.replace(".py", ".md")).read_text()
     assert text.strip() in proc.stdout  # printed as written
     return text
-
-
-def table(text: str, after: str) -> list[list[str]]:
-    """The cells of the first markdown table after the line containing ``after``."""
-    lines = text[text.index(after):].splitlines()
-    start = next(i for i, ln in enumerate(lines) if ln.startswith("|"))
-    rows = []
-    for ln in lines[start:]:
-        if not ln.startswith("|"):
-            break
-        rows.append([c.strip() for c in ln.strip("|").split("|")])
-    assert set("".join(rows[1])) <= set("-"), "second line must be the header rule"
-    return [rows[0], *rows[2:]]
 
 
 def test_train_vs_trl_quick(tmp_path):

@@ -11,8 +11,8 @@ import pytest
 from larpo.artifacts import RunDir, read_json, read_jsonl
 from larpo.pipeline import run
 from larpo.report import format_table
-from tests.conftest import compose_config
-from tests.integration.test_real_path import SMALL, stand_ins  # noqa: F401  (a fixture)
+from tests.helpers.config import compose_config
+from tests.helpers.stand_ins import SMALL_HUB_RUN
 
 pytest.importorskip("alpaca_eval")
 FIX = Path(__file__).resolve().parents[1] / "fixtures" / "evals"
@@ -23,10 +23,10 @@ BENCH = ["eval=[task,alpacaeval2,mixeval_hard]", "judge=reward",
          f"eval.mixeval_hard.source={FIX / 'mixeval-hard'}", "eval.benchmark_max_new_tokens=8"]
 
 
-def test_benchmarks_every_round_with_a_reward_model_judge(stand_ins, tmp_path):  # noqa: F811
+def test_benchmarks_every_round_with_a_reward_model_judge(stand_ins, tmp_path):
     cfg = compose_config(["experiment=ultrafeedback_cpu", "reward=seqcls", f"run_dir={tmp_path / 'run'}",
                           f"model.pretrained={stand_ins['policy']}", f"reward.pretrained={stand_ins['seqcls']}",
-                          f"task.path={stand_ins['data']}", *SMALL, "rounds=1", *BENCH])
+                          f"task.path={stand_ins['data']}", *SMALL_HUB_RUN, "rounds=1", *BENCH])
     summary = run(cfg)
     rd = RunDir(cfg.run_dir)
     for r in (0, 1):

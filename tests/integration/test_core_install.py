@@ -7,9 +7,9 @@ from __future__ import annotations
 import pytest
 
 from larpo.artifacts import RunDir, read_json
+from larpo.errors import PipelineError
 from larpo.pipeline import run
-from larpo.stages import PipelineError
-from tests.conftest import compose_config
+from tests.helpers.config import compose_config
 
 
 @pytest.fixture
@@ -22,7 +22,7 @@ def no_alpaca_eval(monkeypatch):
         raise ModuleNotFoundError("No module named 'alpaca_eval'")
 
     find_spec = importlib.util.find_spec
-    monkeypatch.setattr(alpacaeval, "_import_alpaca_eval", missing)
+    monkeypatch.setattr(alpacaeval, "import_alpaca_eval", missing)
     monkeypatch.setattr(importlib.util, "find_spec", lambda name, *a: None if name == "alpaca_eval" else find_spec(name, *a))
 
 

@@ -7,9 +7,9 @@ from pathlib import Path
 
 import pytest
 
-from larpo.artifacts import ArtifactError, RunDir
+from larpo.artifacts import RunDir
+from larpo.errors import ArtifactError, PipelineError
 from larpo.pipeline import run
-from larpo.stages import PipelineError
 
 FAST = ("rounds=1", "sft.steps=0", "eval.pass_at_max=0", "threads=1")
 
@@ -23,7 +23,7 @@ def finished_run(smoke_cfg):
 
 def test_more_selected_than_sampled(smoke_cfg):
     cfg = smoke_cfg("sampling.n_samples=3", "select.n_top=2", "select.n_bottom=2")
-    with pytest.raises(ValueError, match=r"n_top \+ select.n_bottom .* exceeds sampling.n_samples = 3"):
+    with pytest.raises(ValueError, match=r"n_top \+ select.n_bottom .* exceeds the 3 candidates per prompt"):
         run(cfg)
     assert not RunDir(cfg.run_dir).manifest.exists()  # refused before anything was written
 

@@ -8,11 +8,10 @@ from pathlib import Path
 
 import pytest
 
-from larpo.evals.judges import JudgeError
+from larpo.errors import JudgeError, PipelineError
 from larpo.pipeline import run
-from larpo.stages import PipelineError
-from tests.conftest import compose_config
-from tests.unit.test_evals_judges import STALL, ChatServer, chat_response
+from tests.helpers.config import compose_config
+from tests.helpers.judges import STALL, ChatServer, chat_response
 
 FIX = Path(__file__).resolve().parents[1] / "fixtures" / "evals"
 FAST = ["experiment=smoke", "rounds=0", "sft.steps=0", "eval.pass_at_max=0", "threads=1"]
@@ -77,7 +76,7 @@ def test_missing_mixeval_items_are_refused_at_start_up(tmp_path):
 def test_a_mixeval_model_parser_needs_a_judge_that_writes():
     from larpo.evals.judges import RewardJudge
     from larpo.evals.mixeval import MixEval
-    from tests.unit.test_evals_judges import Bang
+    from tests.helpers.judges import Bang
 
     with pytest.raises(ValueError, match="MixEval parser=model needs a judge that writes its verdict; judge "
                                          "'reward:bang' only ranks pairs"):

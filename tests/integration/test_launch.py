@@ -1,6 +1,6 @@
-"""``train.launcher=accelerate``: the train stage as a child ``accelerate launch`` (larpo/launch.py).
+"""``train.launcher=accelerate``: the train stage as a child ``accelerate launch`` (larpo/training/launch.py).
 
-Real DDP over gloo on CPU (``ACCELERATE_USE_CPU=1 ... --multi_gpu --num_processes 2``, NOTES):
+Real DDP over gloo on CPU (``ACCELERATE_USE_CPU=1 ... --multi_gpu --num_processes 2``):
 two processes, each taking its share of every step's micro-batches, must end with the weights
 of one process over the same global batches.
 """
@@ -16,14 +16,14 @@ from hydra.utils import instantiate
 from safetensors.torch import load_file
 
 from larpo.artifacts import RunDir, read_json, read_jsonl, write_jsonl
-from larpo.launch import LOG_FILE, accelerate_config_path, check_launch, launch_command, launch_train
+from larpo.checkpoints import save_checkpoint
+from larpo.errors import PipelineError
 from larpo.logprobs import list_logps
-from larpo.model import save_checkpoint
-from larpo.pipeline import write_manifest
-from larpo.stages import PipelineError
-from larpo.train_round import STEPS_FILE, train_round
-from tests.conftest import compose_config
-from tests.unit.tiny import tiny_policy
+from larpo.manifest import write_manifest
+from larpo.training.launch import LOG_FILE, accelerate_config_path, check_launch, launch_command, launch_train
+from larpo.training.round import train_round
+from tests.helpers.config import compose_config
+from tests.helpers.tiny import tiny_policy
 
 CPU = torch.device("cpu")
 # Steps of 5, 5 and 2 lists (12 rows); a small token budget packs each step into a varying
@@ -79,7 +79,7 @@ def test_two_processes_end_with_the_weights_of_one(tmp_path):
     for x, y in zip(local_log, dist_log):
         assert y["train/loss"] == pytest.approx(x["train/loss"], rel=1e-5, abs=1e-6)
         assert y["train/grad_norm"] == pytest.approx(x["train/grad_norm"], rel=1e-4)
-    assert len(read_jsonl(two.round_dir(1) / STEPS_FILE)) == 6
+    assert len(read_jsonl(two.train_steps(1))) == 6
     assert "2 process(es)" in (two.round_dir(1) / LOG_FILE).read_text()
 
 
@@ -99,12 +99,12 @@ def test_launch_command_on_cpu_is_real_ddp(tmp_path):
     cmd, env = launch_command(cfg.train, RunDir(tmp_path), 1, CPU)
     assert env["ACCELERATE_USE_CPU"] == "1" and "--multi_gpu" in cmd and "--cpu" not in cmd
     assert cmd[cmd.index("--num_processes") + 1] == "2"
-    assert cmd[-4:] == ["-m", "larpo.train_round", str(tmp_path.resolve()), "1"]
+    assert cmd[-4:] == ["-m", "larpo.training.worker", str(tmp_path.resolve()), "1"]
 
 
 def test_accelerate_config_names_and_checks(tmp_path):
     assert accelerate_config_path("zero2").name == "zero2.yaml"
-    from larpo.config import ConfigError
+    from larpo.errors import ConfigError
 
     with pytest.raises(ConfigError, match="train.accelerate_config='zero9'"):
         accelerate_config_path("zero9")
@@ -145,7 +145,7 @@ def before_train(tmp_path_factory):
     """A faulted-config run with the accelerate launcher, finished up to round 1's select."""
     from larpo import stages
     from larpo.pipeline import run
-    from tests.faults.conftest import fault_cfg
+    from tests.helpers.faults import fault_cfg
 
     class Stop(Exception):
         pass
@@ -173,13 +173,13 @@ def start_training(before_train, tmp_path):
     import sys
     import time
 
-    from tests.faults.conftest import REPO
+    from tests.helpers.faults import REPO
 
     run_dir = tmp_path / "run"
     shutil.copytree(before_train, run_dir)
     env = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONPATH": str(REPO)}
     out = open(tmp_path / "output.txt", "w")  # noqa: SIM115  (a file, not a pipe nobody reads)
-    parent = subprocess.Popen([sys.executable, "-m", "tests.faults.driver", str(run_dir), "none", "0", "--run.py",
+    parent = subprocess.Popen([sys.executable, "-m", "tests.helpers.fault_driver", str(run_dir), "none", "0", "--run.py",
                                *ACCELERATE], cwd=REPO, env=env, stdout=out, stderr=subprocess.STDOUT)
     deadline = time.monotonic() + 600  # a bound for a broken run, not the expected wait
     while True:  # the event: the lock file names the child (it holds the lock's descriptor too)

@@ -8,7 +8,7 @@ import pytest
 
 from larpo.artifacts import RunDir, read_json
 from larpo.pipeline import run
-from tests.integration.test_pipeline import ROUNDS, check_reference
+from tests.helpers.runs import ROUNDS, check_reference
 
 pytest.importorskip("peft", reason="LoRA needs peft (pip install -e '.[lora]')")
 
@@ -35,7 +35,8 @@ def test_two_lora_rounds_end_to_end(smoke_cfg):
         assert (ckpt / "optimizer.pt").exists()
     # Reference = behaviour policy = round 1 (base + round 1's adapter), so round 2's first step
     # starts at the reference: zero margin, and the stored log-probs are round 1's.
-    from larpo.model import load_model, load_tokenizer
+    from larpo.checkpoints import load_model
+    from larpo.model import load_tokenizer
 
     check_reference(cfg, rd, 2, load_model, load_tokenizer)
     assert read_json(rd.train_log(2))["first_step"]["margin"] == pytest.approx(0.0, abs=1e-5)

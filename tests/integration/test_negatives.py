@@ -1,4 +1,4 @@
-"""End-to-end: the smoke pipeline with the paper's hardest negatives (DESIGN §1 "Hard negatives").
+"""End-to-end: the smoke pipeline with the paper's hardest negatives (docs/design.md, "Sampling plan").
 
 Every generations row carries the ladder's extra candidate, the reward scores it, selection
 sees it like any other candidate, and the run finishes; an interrupted generate stage with the
@@ -11,7 +11,7 @@ import pytest
 from hydra.utils import instantiate
 
 from larpo.artifacts import BatchJournal, RunDir, read_json, read_jsonl
-from larpo.generate import candidates_per_prompt
+from larpo.generation.plan import SamplingPlan
 from larpo.pipeline import run
 
 
@@ -21,7 +21,7 @@ def test_smoke_with_hardest_negatives(smoke_cfg):
     summary = run(cfg)
     assert [x["round"] for x in summary["rounds"]] == [0, 1]
     rd, task, n = RunDir(cfg.run_dir), instantiate(cfg.task), cfg.sampling.n_samples
-    assert candidates_per_prompt(cfg.sampling) == n + 2
+    assert SamplingPlan.of(cfg.sampling).candidates == n + 2
     gens, scores = read_jsonl(rd.generations(1)), read_jsonl(rd.scores(1))
     assert len(gens) == cfg.sampling.prompts_per_round
     found = 0

@@ -17,9 +17,10 @@ from safetensors.torch import load_file
 
 from larpo import stages
 from larpo.artifacts import BatchJournal, RunDir, read_json, read_jsonl
-from larpo.generate import derive_seed
 from larpo.pipeline import run
-from tests.unit.tiny import naive_logp
+from larpo.seeds import derive_seed
+from tests.helpers.runs import check_reference
+from tests.helpers.tiny import naive_logp
 
 ROUNDS = 2  # experiment=smoke
 
@@ -33,8 +34,9 @@ def weights(path: Path) -> dict[str, torch.Tensor]:
 
 
 def check_contract(cfg, rd: RunDir) -> None:
-    """Every artifact of DESIGN §3, to the field name, and its values."""
-    from larpo.model import load_model, load_tokenizer
+    """Every artifact of docs/design.md's "Run directory contract", to the field name, and its values."""
+    from larpo.checkpoints import load_model
+    from larpo.model import load_tokenizer
 
     task = instantiate(cfg.task)
     n_samples, n_top, n_bottom = cfg.sampling.n_samples, cfg.select.n_top, cfg.select.n_bottom
@@ -103,16 +105,6 @@ def check_lists(rd: RunDir, r: int, gens: list, scores: list, n_top: int, n_bott
         assert row["rewards"] == [rewards[i] for i in keep]
 
 
-def check_reference(cfg, rd: RunDir, r: int, load_model, load_tokenizer) -> None:
-    """Stored reference log-probs = the behaviour policy's (round r-1), recomputed one by one."""
-    ref_round = r - 1 if cfg.reference == "behavior" else 0
-    model, tok = load_model(rd.checkpoint(ref_round)), load_tokenizer(rd.checkpoint(ref_round))
-    rows = read_jsonl(rd.lists(r))
-    for row in rows[:6]:
-        expect = [naive_logp(model, tok, row["prompt"], y, f) for y, f in zip(row["responses"], row["finished"])]
-        assert row["ref_logps"] == pytest.approx(expect, abs=1e-4), row["prompt_id"]
-
-
 def test_smoke_end_to_end_and_rerun_does_no_work(smoke_cfg, tmp_path, monkeypatch):
     cfg = smoke_cfg()
     summary = run(cfg)
@@ -144,7 +136,8 @@ def test_reference_initial_uses_the_round0_policy(smoke_cfg):
     cfg = smoke_cfg("reference=initial", "eval.pass_at_max=0", "threads=1")
     run(cfg)
     rd = RunDir(cfg.run_dir)
-    from larpo.model import load_model, load_tokenizer
+    from larpo.checkpoints import load_model
+    from larpo.model import load_tokenizer
 
     check_reference(cfg, rd, 2, load_model, load_tokenizer)
     policy, tok = load_model(rd.checkpoint(1)), load_tokenizer(rd.checkpoint(1))

@@ -8,9 +8,10 @@ generations.jsonl and scores.jsonl, independently of larpo.select.
 from __future__ import annotations
 
 from larpo.artifacts import RunDir, read_jsonl
-from larpo.model import load_model, load_tokenizer
+from larpo.checkpoints import load_model
+from larpo.model import load_tokenizer
 from larpo.pipeline import run
-from tests.integration.test_pipeline import check_reference
+from tests.helpers.runs import check_reference
 
 REPEAT = ("task.n_train=16", "sampling.prompts_per_round=16", "rounds=2", "eval.pass_at_max=0", "threads=1")
 

@@ -14,8 +14,8 @@ import pytest
 import torch
 
 from larpo.pipeline import run
-from tests.conftest import compose_config
-from tests.unit.tiny import tiny_policy
+from tests.helpers.config import compose_config
+from tests.helpers.tiny import tiny_policy
 
 REPO = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 FAST = ["experiment=smoke", "sft.steps=0", "rounds=1", "eval.pass_at_max=0", "threads=1"]
@@ -85,5 +85,5 @@ def test_the_plan_is_logged_before_work(tmp_path, caplog):
     with caplog.at_level(logging.INFO, logger="larpo"):
         run(compose_config([*FAST, "rounds=0", f"run_dir={tmp_path / 'run'}"]))
     plan = next(r.getMessage() for r in caplog.records if r.getMessage().startswith("plan:"))
-    assert "0 round(s) x 16 prompts x 6 samples" in plan and "lists of 4 from 6 samples" in plan
+    assert "0 round(s) x 16 prompts x 6 samples" in plan and "lists of 4 from 6 candidates" in plan
     assert "GB per round's checkpoint" in plan

@@ -13,31 +13,15 @@ from safetensors.torch import load_file
 
 from larpo.artifacts import RunDir, read_json, read_jsonl
 from larpo.pipeline import run
-from tests.conftest import compose_config
-from tests.data_stand_ins import uf_eval_rows, uf_train_rows, write_dataset_dict
-from tests.stand_ins import make_causal_lm, make_pairrm, make_seqcls_rm
-
-SMALL = ["rounds=2", "sampling.prompts_per_round=8", "sampling.n_samples=4", "sampling.max_new_tokens=8",
-         "sampling.batch_size=4", "train.lists_per_step=4", "train.lr=1e-3", "task.n_eval=6", "eval.n_prompts=6",
-         "eval.batch_size=6", "select.drop_ties=false", "task.max_prompt_tokens=100", "threads=1"]
-
-
-@pytest.fixture(scope="module")
-def stand_ins(tmp_path_factory):
-    root = tmp_path_factory.mktemp("hub")
-    return {
-        "policy": make_causal_lm(root / "policy", arch="qwen2"),
-        "seqcls": make_seqcls_rm(root / "rm"),
-        "pairrm": make_pairrm(root / "pairrm"),
-        "data": write_dataset_dict({"train_prefs": uf_train_rows(), "test_prefs": uf_eval_rows()}, root / "uf"),
-    }
+from tests.helpers.config import compose_config
+from tests.helpers.stand_ins import SMALL_HUB_RUN
 
 
 @pytest.mark.parametrize("reward", ["seqcls", "pairrm"])
 def test_ultrafeedback_cpu_with_each_reward_model(reward, stand_ins, tmp_path):
     cfg = compose_config(["experiment=ultrafeedback_cpu", f"reward={reward}", f"run_dir={tmp_path / 'run'}",
                           f"model.pretrained={stand_ins['policy']}", f"reward.pretrained={stand_ins[reward]}",
-                          f"task.path={stand_ins['data']}", *SMALL])
+                          f"task.path={stand_ins['data']}", *SMALL_HUB_RUN])
     summary = run(cfg)
     rd = RunDir(cfg.run_dir)
     assert [r["round"] for r in summary["rounds"]] == [0, 1, 2]

@@ -5,28 +5,20 @@ of the earlier naming are still found; `python -m larpo.runs` lists runs with th
 from __future__ import annotations
 
 import json
-import os
 import re
-import subprocess
-import sys
 from pathlib import Path
 
 import pytest
 
 from larpo.runs import dirname, identity, main, run_hash
-from tests.conftest import compose_config
-from tests.faults.conftest import raw_digest
+from tests.helpers.config import compose_config
+from tests.helpers.faults import raw_digest
+from tests.helpers.runs import run_py
 
 REPO = Path(__file__).resolve().parents[2]
 # A run of seconds: round 0 only (warm-start + evaluation).
 SMALL = ["experiment=smoke", "rounds=0", "sft.steps=10", "eval.pass_at_max=0", "eval.alpaca_style=false", "threads=1"]
 NAME = re.compile(r"^[A-Za-z0-9._]+-[A-Za-z0-9._]+-s\d+-[0-9a-f]{8}$")
-
-
-def run_py(cwd: Path, *overrides: str, timeout: float = 300) -> subprocess.CompletedProcess:
-    env = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONPATH": str(REPO)}
-    return subprocess.run([sys.executable, str(REPO / "run.py"), *overrides], cwd=cwd, env=env, capture_output=True,
-                          text=True, timeout=timeout)
 
 
 def everything(root: Path) -> list[str]:

@@ -12,7 +12,7 @@ import sys
 from pathlib import Path
 
 from larpo.artifacts import read_json
-from tests.integration.test_run_dirs import run_py
+from tests.helpers.runs import run_py
 
 REPO = Path(__file__).resolve().parents[2]
 MIXEVAL = REPO / "tests" / "fixtures" / "evals" / "mixeval-hard"

@@ -37,6 +37,6 @@ def smollm2_tok(smollm2):
 @pytest.fixture(scope="session")
 def smollm2_model(smollm2):
     """Shared and read-only: eval mode, fp32, CPU."""
-    from larpo.model import load_model
+    from larpo.checkpoints import load_model
 
     return load_model(smollm2)

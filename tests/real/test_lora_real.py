@@ -10,17 +10,18 @@ import torch
 from omegaconf import OmegaConf
 
 from larpo import lora
+from larpo.checkpoints import is_adapter_checkpoint, load_model, save_checkpoint
+from larpo.config import TrainConfig
 from larpo.logprobs import list_logps
 from larpo.losses import LambdaRankLoss
-from larpo.model import is_adapter_checkpoint, load_model, save_checkpoint
-from larpo.train import train_on_lists
-from tests.real.test_policy_real import ROWS
+from larpo.training.loop import train_on_lists
+from tests.helpers.plain import ROWS
 
 pytest.importorskip("peft", reason="LoRA needs peft (pip install -e '.[lora]')")
 
 TARGETS = ["q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj"]
 LORA = OmegaConf.create({"r": 8, "alpha": 16.0, "dropout": 0.0, "target_modules": TARGETS})
-TRAIN = OmegaConf.create(dict(lr=1e-3, epochs=1, lists_per_step=3, max_tokens=10**6, warmup_ratio=0.0,
+TRAIN = OmegaConf.structured(TrainConfig(lr=1e-3, epochs=1, lists_per_step=3, max_tokens=10**6, warmup_ratio=0.0,
                               weight_decay=0.0, max_grad_norm=1.0, logprob_max_tokens=10**6))
 # The same weights through the same code on the same machine: only the adapter's save/load can differ.
 SAME = 1e-5

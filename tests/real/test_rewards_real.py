@@ -1,5 +1,5 @@
 """Reward models score what the real policy says: SmolLM2-135M's sampled (and re-decoded) responses
-through the tiny PairRM and sequence-classification stand-ins (tests/stand_ins.py).
+through the tiny PairRM and sequence-classification stand-ins (tests/helpers/stand_ins.py).
 
 The policy's tokenizer and chat markup stay on the policy's side: a reward model gets the raw
 prompt and the decoded response text, and renders them with its own tokenizer and template.
@@ -16,8 +16,8 @@ from transformers import AutoTokenizer
 from larpo.generation.sampling import sample
 from larpo.rewards import PairRMReward, SeqClsReward
 from larpo.rewards.pairrm import pairrm_model_class
-from tests import stand_ins
-from tests.unit.test_rewards import TOL, hand_pair_logit, hand_seqcls_score
+from tests.helpers import stand_ins
+from tests.helpers.rewards import TOL, hand_pair_logit, hand_seqcls_score
 
 PROMPTS = ["What is the capital of France?", "Name two colours, please.\nOne per line — ünïcödé welcome."]
 FIXED = ["Paris is the capital of France.", "Blue\nRed 😀"]  # re-decoded through SmolLM2's tokenizer below
@@ -72,6 +72,6 @@ def test_pairrm_scores_real_policy_responses_as_its_pairwise_head(policy_outputs
             for j in range(n):
                 if i != j:
                     c[i, j] = hand_pair_logit(model, tok, p, rs[i], rs[j])
-        # The candidate's score: the row mean of C - Cᵀ (DESIGN §3, llm-blender's PairRM), from the raw prompt.
+        # The candidate's score: the row mean of C - Cᵀ (llm-blender's PairRM), from the raw prompt.
         assert row == pytest.approx(((c - c.T).sum(1) / n).tolist(), abs=TOL)
         assert max(row) - min(row) > 1e-3  # distinct, so a swapped candidate would show

@@ -15,10 +15,10 @@ from hydra.utils import instantiate
 from safetensors.torch import load_file
 
 from larpo.artifacts import RunDir, read_json, read_jsonl
-from larpo.model import load_model
+from larpo.checkpoints import load_model
 from larpo.pipeline import run
-from tests.conftest import compose_config
-from tests.real.plain import ATOL, plain_logps
+from tests.helpers.config import compose_config
+from tests.helpers.plain import ATOL, plain_logps
 
 # GSM8K-format rows (question, worked answer ending "#### n"), easy enough that a 135M model
 # sometimes ends on the right number. One file serves both splits: eval takes the first

@@ -7,7 +7,7 @@ from __future__ import annotations
 import json
 
 from larpo.artifacts import read_json
-from tests.integration.test_run_dirs import run_py
+from tests.helpers.runs import run_py
 
 RUN = ["experiment=smoke", "rounds=0", "sft.steps=40", "eval.pass_at_max=0", "threads=1"]
 

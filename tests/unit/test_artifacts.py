@@ -7,7 +7,8 @@ import errno
 import pytest
 
 from larpo import artifacts
-from larpo.artifacts import ArtifactError, BatchJournal, read_jsonl, write_jsonl, write_text
+from larpo.artifacts import BatchJournal, read_jsonl, write_jsonl, write_text
+from larpo.errors import ArtifactError
 
 
 def test_journal_keeps_whole_batches_and_drops_a_torn_tail(tmp_path):

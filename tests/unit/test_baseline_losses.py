@@ -1,4 +1,4 @@
-"""Unit tests of the Table 2 baselines, expected values worked out by hand (DESIGN §5.12).
+"""Unit tests of the Table 2 baselines, expected values worked out by hand (a new loss: a yaml and a hand-computed unit test).
 
 TRL equivalence: CPOTrainer.cpo_loss (sigmoid / hinge / ipo / simpo) is TRL's own code, run
 here from the installed source without importing the trainer stack (15 s of imports); the

@@ -52,8 +52,8 @@ def test_alpaca_eval_and_its_lc_glm_print_no_warning():
 
 def test_checkpointing_is_set_and_read_without_a_deprecation_warning():
     from larpo.logprobs import _checkpointing
-    from larpo.train_round import _set_checkpointing
-    from tests.unit.tiny import tiny_policy
+    from larpo.training.round import _set_checkpointing
+    from tests.helpers.tiny import tiny_policy
 
     model, _ = tiny_policy()
     with warnings.catch_warnings():

@@ -11,7 +11,7 @@ import pytest
 
 from larpo.evals import alpacaeval as ae
 from larpo.evals.judges import OpenAICompatibleJudge, RewardJudge
-from tests.unit.test_evals_judges import Bang, ChatServer, chat_response
+from tests.helpers.judges import Bang, ChatServer, chat_response
 
 FIX = Path(__file__).resolve().parents[1] / "fixtures" / "evals"
 CONF = Path(__file__).resolve().parents[2] / "conf"
@@ -26,7 +26,7 @@ def _offline(monkeypatch: pytest.MonkeyPatch) -> None:
         raise OSError("offline test: the hub must not be contacted")
 
     monkeypatch.setattr(huggingface_hub, "hf_hub_download", refuse)
-    ae._import_alpaca_eval()
+    ae.import_alpaca_eval()
     from alpaca_eval.metrics import glm_winrate
 
     monkeypatch.setattr(glm_winrate, "hf_hub_download", refuse)  # only local_lc_weights may serve files
@@ -122,7 +122,7 @@ def test_alpacaeval2_node_checks_before_generating_and_generates_once(monkeypatc
     from hydra.utils import instantiate
 
     from larpo.evals.bench import build_judge
-    from tests.conftest import compose_config
+    from tests.helpers.config import compose_config
 
     monkeypatch.delenv("OPENAI_API_KEY", raising=False)
     cfg = compose_config(["run_dir=/tmp/unused", "eval=[alpacaeval2]",
@@ -199,7 +199,7 @@ def test_template_markers_in_a_text_are_refused(data) -> None:
 
 
 def test_embedded_win_rates_vs_round_0() -> None:
-    from larpo.evaluate import win_rate
+    from larpo.evals.held_out import win_rate
 
     rewards = [1.0, 0.5, 0.0, 1.0, 0.0, 1.0, 0.5, 1.0, 0.0, 1.0, 0.5, 1.0]
     base_rewards = [0.0, 0.5, 1.0, 0.0, 0.0, 0.5, 1.0, 0.0, 0.5, 1.0, 0.0, 0.0]

@@ -6,98 +6,17 @@ from __future__ import annotations
 import inspect
 import json
 import logging
-import threading
 import urllib.request
-from http.server import BaseHTTPRequestHandler, HTTPServer
 from pathlib import Path
 
 import pytest
 from omegaconf import OmegaConf
 
-from larpo.evals.judges import (
-    REWARD_PROMPT,
-    HFLocalJudge,
-    JudgeError,
-    JudgeHTTPError,
-    MissingAPIKeyError,
-    OpenAICompatibleJudge,
-    RewardJudge,
-    chatml_to_messages,
-)
+from larpo.errors import JudgeError, JudgeHTTPError, MissingAPIKeyError
+from larpo.evals.judges import REWARD_PROMPT, HFLocalJudge, OpenAICompatibleJudge, RewardJudge, chatml_to_messages
+from tests.helpers.judges import SECRET, Bang, ChatServer, chat_response
 
 CONF = Path(__file__).resolve().parents[2] / "conf"
-SECRET = "sk-test-DO-NOT-LEAK-1234567890"
-STALL = object()  # a ChatServer reply that never comes
-
-
-def chat_response(text: str, top_logprobs: list[dict] | None = None) -> dict:
-    choice = {"index": 0, "finish_reason": "stop", "message": {"role": "assistant", "content": text}}
-    if top_logprobs is not None:
-        choice["logprobs"] = {"content": [{"token": text, "logprob": top_logprobs[0]["logprob"],
-                                           "top_logprobs": top_logprobs}]}
-    return {"id": "x", "object": "chat.completion", "choices": [choice], "usage": {"total_tokens": 10}}
-
-
-class ChatServer:
-    """A chat-completions server on 127.0.0.1 (random port) for tests. ``respond(body, n)`` returns
-    ``(status, headers, json_payload)`` for the n-th request (1-based). It serves at most
-    ``max_requests`` requests, polls with a short timeout and stops by itself (or on exit)."""
-
-    def __init__(self, respond, max_requests: int = 50) -> None:
-        self.requests: list[tuple[dict, dict]] = []
-        server = self
-
-        class Handler(BaseHTTPRequestHandler):
-            def do_POST(self) -> None:  # noqa: N802  (http.server's name)
-                body = json.loads(self.rfile.read(int(self.headers["Content-Length"])))
-                server.requests.append((dict(self.headers), body))
-                status, headers, payload = respond(body, len(server.requests))
-                if payload is STALL:  # a stalled endpoint: no answer until the server stops
-                    server._stop.wait(60)
-                    return
-                data = payload if isinstance(payload, bytes) else json.dumps(payload).encode()
-                self.send_response(status)
-                for key, value in {"Content-Type": "application/json", **headers}.items():
-                    self.send_header(key, value)
-                self.send_header("Content-Length", str(len(data)))
-                self.end_headers()
-                self.wfile.write(data)
-
-            def log_message(self, *args) -> None:  # keep the test output quiet
-                pass
-
-        self.httpd = HTTPServer(("127.0.0.1", 0), Handler)
-        self.httpd.timeout = 0.2
-        self._stop = threading.Event()
-        self._thread = threading.Thread(target=self._serve, args=(max_requests,), daemon=True)
-
-    def _serve(self, max_requests: int) -> None:
-        while not self._stop.is_set() and len(self.requests) < max_requests:
-            self.httpd.handle_request()
-
-    @property
-    def url(self) -> str:
-        return f"http://127.0.0.1:{self.httpd.server_address[1]}/v1"
-
-    def __enter__(self) -> ChatServer:
-        self._thread.start()
-        return self
-
-    def __exit__(self, *exc) -> None:
-        self._stop.set()
-        self._thread.join(timeout=5)
-        self.httpd.server_close()
-
-    def wait_for(self, n: int, timeout: float = 60.0) -> None:
-        """Until the server has received ``n`` requests (an event), bounded for a broken client."""
-        import time
-
-        deadline = time.monotonic() + timeout
-        while len(self.requests) < n:
-            assert time.monotonic() < deadline, f"{len(self.requests)} of {n} requests arrived"
-            time.sleep(0.01)
-
-
 @pytest.fixture(autouse=True)
 def _no_proxy(monkeypatch: pytest.MonkeyPatch) -> None:
     for var in ("http_proxy", "https_proxy", "HTTP_PROXY", "HTTPS_PROXY", "all_proxy", "ALL_PROXY"):
@@ -187,15 +106,6 @@ def test_hf_local_judge_loads_lazily_answers_and_releases(tmp_path: Path) -> Non
     assert HFLocalJudge(str(tmp_path / "absent")).name.startswith("hf:")  # building never loads
 
 
-class Bang:
-    """A test reward: the number of "!" in a response."""
-
-    name = "bang"
-
-    def score(self, prompts, responses, finished):
-        return [[float(r.count("!")) for r in rs] for rs in responses]
-
-
 def test_reward_judge_reads_its_prompt_back_and_answers_preferences() -> None:
     judge = RewardJudge(Bang())
     template = ("<|larpo:instruction|>\n{instruction}\n<|larpo:output_1|>\n{output_1}\n"
@@ -264,7 +174,7 @@ def test_a_readable_reply_after_an_unreadable_one_is_taken() -> None:
 
 
 def test_a_stalled_judge_times_out_and_is_refused() -> None:
-    from tests.unit.test_evals_judges import STALL
+    from tests.helpers.judges import STALL
 
     with ChatServer(lambda body, n: (200, {}, STALL), max_requests=2) as server:
         judge = OpenAICompatibleJudge("m", base_url=server.url, timeout=0.2, max_retries=1, backoff=0.001)

@@ -186,7 +186,8 @@ def test_mixeval_node_generates_once_and_records_prompts() -> None:
 
 
 def test_a_template_that_refuses_a_system_message_names_the_option() -> None:
-    from larpo.model import SystemMessageError, render_prompt
+    from larpo.errors import SystemMessageError
+    from larpo.model import render_prompt
 
     class NoSystem:  # Gemma's template raises on a system role
         def apply_chat_template(self, messages, **kwargs):
@@ -264,8 +265,9 @@ def test_the_score_is_withheld_past_the_stated_share_of_random_draws(items) -> N
 
 def test_an_empty_judge_verdict_stops_the_benchmark(items) -> None:
     """Issue 19, 3: a judge answering empty (or null) content is a judge error, never a random draw."""
-    from larpo.evals.judges import JudgeError, OpenAICompatibleJudge
-    from tests.unit.test_evals_judges import ChatServer, chat_response
+    from larpo.errors import JudgeError
+    from larpo.evals.judges import OpenAICompatibleJudge
+    from tests.helpers.judges import ChatServer, chat_response
 
     with ChatServer(lambda body, n: (200, {}, chat_response("")), max_requests=20) as server:
         judge = OpenAICompatibleJudge("m", base_url=server.url, max_retries=1, backoff=0.001, concurrency=1)

@@ -6,7 +6,7 @@ import math
 
 import pytest
 
-from larpo.evaluate import against_baseline, greedy_metrics, mean_se, paired_gain, pass_at_k, win_rate
+from larpo.evals.held_out import against_baseline, greedy_metrics, mean_se, paired_gain, pass_at_k, win_rate
 
 
 def test_pass_at_k_hand_values() -> None:
@@ -83,7 +83,7 @@ class LengthVsList:
 
 
 def test_list_relative_reward_judges_both_answers_in_one_list() -> None:
-    from larpo.evaluate import head_to_head
+    from larpo.evals.held_out import head_to_head
 
     reward = LengthVsList()
     rows = [{"prompt_id": "a", "response": "long answer", "finished": True, "reward": 0.0},

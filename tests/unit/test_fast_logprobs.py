@@ -19,10 +19,11 @@ import pytest
 import torch
 from omegaconf import OmegaConf
 
+from larpo.config import TrainConfig
 from larpo.logprobs import FORWARDS, encode_lists, list_logps, sequence_logps
 from larpo.losses import LambdaRankLoss
-from larpo.train import train_on_lists
-from tests.unit.tiny import ARCH, tiny_policy
+from larpo.training.loop import train_on_lists
+from tests.helpers.tiny import ARCH, tiny_policy
 
 ROWS = [  # unequal prompt and response lengths, an empty response, a one-token response
     {"prompt": "37+45=", "responses": ["82", "72", "", "8"], "finished": [True, True, False, False],
@@ -73,7 +74,7 @@ def _one_step(forward: str, chunk):
     rows = copy.deepcopy(ROWS)
     for row, lp in zip(rows, list_logps(model, tok, rows, 10**6, forward="padded", chunk=None)):
         row["ref_logps"] = lp
-    cfg = OmegaConf.create(dict(lr=1e-2, epochs=1, lists_per_step=3, max_tokens=60, warmup_ratio=0.0,
+    cfg = OmegaConf.structured(TrainConfig(lr=1e-2, epochs=1, lists_per_step=3, max_tokens=60, warmup_ratio=0.0,
                                 weight_decay=0.0, max_grad_norm=1e9, logprob_max_tokens=10**6,
                                 forward=forward, logprob_chunk=chunk))
     logged = []

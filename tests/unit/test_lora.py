@@ -9,17 +9,18 @@ import torch
 from omegaconf import OmegaConf
 
 from larpo import lora
+from larpo.checkpoints import is_checkpoint, load_model, save_checkpoint
+from larpo.config import TrainConfig
+from larpo.errors import CheckpointError
 from larpo.logprobs import list_logps
 from larpo.losses import LambdaRankLoss
-from larpo.model import CheckpointError, is_checkpoint, load_model, save_checkpoint
-from larpo.train import train_on_lists
-from tests.unit.test_train import ROWS
-from tests.unit.tiny import tiny_policy
+from larpo.training.loop import train_on_lists
+from tests.helpers.tiny import ROWS, tiny_policy
 
 pytest.importorskip("peft", reason="LoRA needs peft (pip install -e '.[lora]')")
 
 LORA = OmegaConf.create({"r": 4, "alpha": 8.0, "dropout": 0.0, "target_modules": None})
-TRAIN = OmegaConf.create(dict(lr=1e-2, epochs=2, lists_per_step=2, max_tokens=10**6, warmup_ratio=0.0,
+TRAIN = OmegaConf.structured(TrainConfig(lr=1e-2, epochs=2, lists_per_step=2, max_tokens=10**6, warmup_ratio=0.0,
                               weight_decay=0.1, max_grad_norm=1.0, logprob_max_tokens=10**6))
 
 

@@ -1,4 +1,4 @@
-"""Unit tests of the list losses, with expected values worked out by hand (DESIGN §5.12)."""
+"""Unit tests of the list losses, with expected values worked out by hand (a new loss: a yaml and a hand-computed unit test)."""
 
 from __future__ import annotations
 

@@ -57,7 +57,7 @@ def test_vllm_share_of_an_80gb_gpu():
                     reason="vllm is here: tests/vllm checks what its platform refuses")
 def test_vllm_backend_without_vllm_or_cuda_is_refused_at_start_up(tmp_path):
     from larpo.pipeline import run
-    from tests.conftest import compose_config
+    from tests.helpers.config import compose_config
 
     cfg = compose_config(["experiment=smoke", "sft.steps=0", "rounds=1", "sampling.backend=vllm",
                           f"run_dir={tmp_path / 'run'}"])
@@ -71,7 +71,7 @@ def test_vllm_backend_with_lora_is_refused_at_start_up(tmp_path):
     """LoRA rounds save adapters only; the vLLM child loads full checkpoints: refused before any work."""
     pytest.importorskip("peft")
     from larpo.pipeline import run
-    from tests.conftest import compose_config
+    from tests.helpers.config import compose_config
 
     cfg = compose_config(["experiment=smoke", "sft.steps=0", "rounds=1", "sampling.backend=vllm", "model.lora.r=4",
                           f"run_dir={tmp_path / 'run'}"])

@@ -131,7 +131,8 @@ def test_a_killed_parent_leaves_the_run_lock_with_its_child_until_the_group_is_g
     its child takes its time to stop (it waits for the test's word after the death signal, as a trainer
     finishing a step would): every resume attempt meanwhile is refused naming the child, and the lock
     comes free only when no process of the child's session is left."""
-    from larpo.artifacts import RunLock, RunLockedError
+    from larpo.artifacts import RunLock
+    from larpo.errors import RunLockedError
 
     run_dir, release = tmp_path / "run", tmp_path / "release"
     slow = textwrap.dedent(f"""

@@ -1,4 +1,4 @@
-"""Model rewards: SeqClsReward and PairRMReward on tiny offline stand-ins (tests/stand_ins.py).
+"""Model rewards: SeqClsReward and PairRMReward on tiny offline stand-ins (tests/helpers/stand_ins.py).
 
 Scores are checked against hand-written forwards of the same weights (fp32, |Δ| <= 1e-5).
 """
@@ -15,18 +15,19 @@ from types import SimpleNamespace
 import pytest
 import torch
 
+from tests.helpers.rewards import TOL, hand_pair_logit, hand_seqcls_score
+
 pytest.importorskip("transformers")
 from hydra.utils import instantiate  # noqa: E402
-from transformers import AutoModelForSequenceClassification, AutoTokenizer  # noqa: E402
+from transformers import AutoTokenizer  # noqa: E402
 
 from larpo.rewards import PairRMReward, SeqClsReward, list_scores  # noqa: E402
 from larpo.rewards.common import check_finite, keep_end  # noqa: E402
 from larpo.rewards.pairrm import pairrm_model_class  # noqa: E402
 from larpo.rewards.seqcls import _pad_id  # noqa: E402
-from tests import stand_ins  # noqa: E402
-from tests.conftest import CONF_DIR, compose_config  # noqa: E402
+from tests.helpers import stand_ins  # noqa: E402
+from tests.helpers.config import CONF_DIR, compose_config  # noqa: E402
 
-TOL = 1e-5
 PROMPTS = ["What is 12 + 34?", "Sort 5, 3, 9 and 1.", "Say hello to the lazy dog, please."]
 RESPONSES = [
     ["The answer is 46.", "46", "I think it is 47, but the quick brown fox disagrees."],
@@ -60,18 +61,6 @@ def spy_on_loads(monkeypatch, cls) -> list:
 
 
 # ---- SeqClsReward -----------------------------------------------------------------------------
-
-
-def hand_seqcls_score(rm_dir: Path, prompt: str, response: str) -> float:
-    """One unpadded sequence, rendered by the RM's template, score read at its true last token."""
-    tok = AutoTokenizer.from_pretrained(rm_dir)
-    model = AutoModelForSequenceClassification.from_pretrained(rm_dir).eval()
-    chat = [{"role": "user", "content": prompt}, {"role": "assistant", "content": response}]
-    ids = tok(tok.apply_chat_template(chat, tokenize=False), add_special_tokens=False).input_ids
-    assert ids[0] == tok.bos_token_id and ids[1] != tok.bos_token_id  # the template's one BOS
-    model.config.pad_token_id = None  # batch of one: pool at position -1 (the template's EOS)
-    with torch.no_grad():
-        return model(torch.tensor([ids])).logits[0, 0].item()
 
 
 def test_seqcls_matches_hand_forward_in_input_order(rm_dir):
@@ -215,22 +204,6 @@ def test_pairrm_encoding_is_llm_blenders_tokenize_pair(pairrm_dir, caplog):
         limits.append(limit)
     assert min(limits) == 7 and max(limits) > 7 and max(len(s) for s in seqs) > 10 + 2 * 7 - 4
     assert keys[:6] == [(0, 0, 1), (0, 0, 2), (0, 1, 0), (0, 1, 2), (0, 2, 0), (0, 2, 1)] and len(keys) == 12
-
-
-def hand_pair_logit(model, tok, prompt: str, a: str, b: str) -> float:
-    """Upstream DebertaV2PairRM.forward on one unpadded pair: hidden_states[-1] at the prefix tokens."""
-    ids = tok.encode("<|source|>" + prompt) + tok.encode("<|candidate1|>" + a) + tok.encode("<|candidate2|>" + b)
-    ids = torch.tensor([ids])
-    with torch.no_grad():
-        encs = model.pretrained_model(input_ids=ids, output_hidden_states=True).hidden_states[-1][0]
-        at = {
-            t: torch.where(ids[0] == tok.convert_tokens_to_ids(t))[0]
-            for t in ("<|source|>", "<|candidate1|>", "<|candidate2|>")
-        }
-        src, c1, c2 = (encs[at[t]] for t in ("<|source|>", "<|candidate1|>", "<|candidate2|>"))
-        left = model.head_layer(torch.cat([src, c1], -1))
-        right = model.head_layer(torch.cat([src, c2], -1))
-    return (left - right).mean().item()
 
 
 def test_pairrm_two_candidates_follow_the_pairwise_head(pairrm_dir):

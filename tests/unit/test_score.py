@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from larpo.score import score_rows
+from larpo.rewards.scoring import score_rows
 
 ROWS = [{"prompt_id": "p1", "prompt": "1+1=", "responses": ["2", "3"], "finished": [True, True]}]
 

@@ -7,7 +7,7 @@ import random
 
 import pytest
 
-from larpo.artifacts import ArtifactError
+from larpo.errors import ArtifactError
 from larpo.schemas import Table
 from larpo.select import AllCandidates, RandomK, TopBottom, build_lists, rank_by_reward
 
@@ -61,7 +61,7 @@ def test_build_lists_returns_counts_and_drops_ties():
     lists, counts = build_lists(AllCandidates(), gens, scores)
     assert [row["responses"] for row in lists] == [["x", "y", "w"]]
     assert counts["tied"] == 1 and counts["lists"] == 1
-    assert "source_rounds" not in lists[0]  # pool=current keeps DESIGN §3's fields exactly
+    assert "source_rounds" not in lists[0]  # pool=current keeps the run directory contract's fields exactly
 
 
 # -- min gap -------------------------------------------------------------------------------------
@@ -141,7 +141,7 @@ def test_random_refuses_unseeded_or_short_lists():
         RandomK(k=2)([0.1, 0.2, 0.3])
     with pytest.raises(ValueError, match="2 candidates cannot give 3"):
         RandomK(k=3)([0.1, 0.2], random.Random(0))
-    with pytest.raises(ValueError, match="exceeds sampling.n_samples"):
+    with pytest.raises(ValueError, match="exceeds the 8 candidates per prompt"):
         RandomK(k=9).validate(8)
 
 

@@ -58,7 +58,7 @@ def test_aggregate_writes_table_plot_and_verdict(runs, tmp_path):
 @pytest.mark.parametrize("name", ["objectives", "memorization", "negatives", "temperature", "listsize", "passn"])
 def test_every_study_sweep_composes(name):
     """Every value of each study sweep composes as `python run.py` overrides, extra sweeps too."""
-    from tests.conftest import compose_config
+    from tests.helpers.config import compose_config
 
     study = load_study(name)
     for sweep in [study["sweep"], *study.get("extra_sweeps", [])]:

@@ -8,19 +8,11 @@ import pytest
 import torch
 from omegaconf import OmegaConf
 
+from larpo.config import TrainConfig
 from larpo.logprobs import list_logps
 from larpo.losses import LambdaRankLoss
-from larpo.train import train_on_lists
-from tests.unit.tiny import tiny_policy
-
-ROWS = [
-    {"prompt": "37+45=", "responses": ["82", "72", "8", ""], "finished": [True, True, True, False],
-     "rewards": [1.0, 0.25, 0.1, 0.0]},
-    {"prompt": "sort:5,31,9,2=", "responses": ["2,5,9,31", "31,5", "2"], "finished": [True, False, True],
-     "rewards": [1.0, 0.2, 0.1]},
-    {"prompt": "1+2=", "responses": ["3", "4", "33333333"], "finished": [True, True, True],
-     "rewards": [1.0, 0.25, 0.0]},
-]
+from larpo.training.loop import train_on_lists
+from tests.helpers.tiny import ROWS, tiny_policy
 
 
 def one_step(max_tokens: int):
@@ -28,7 +20,7 @@ def one_step(max_tokens: int):
     rows = copy.deepcopy(ROWS)
     for row, lp in zip(rows, list_logps(model, tok, rows, 10**6)):
         row["ref_logps"] = lp
-    cfg = OmegaConf.create(dict(lr=1e-2, epochs=1, lists_per_step=3, max_tokens=max_tokens, warmup_ratio=0.0,
+    cfg = OmegaConf.structured(TrainConfig(lr=1e-2, epochs=1, lists_per_step=3, max_tokens=max_tokens, warmup_ratio=0.0,
                                 weight_decay=0.0, max_grad_norm=1e9, logprob_max_tokens=10**6))
     logged = []
     torch.manual_seed(0)
@@ -56,7 +48,7 @@ def test_first_step_under_the_behaviour_reference_has_zero_margin():
 
 def test_fused_adamw_is_the_default_and_makes_the_same_steps():
     """train.fused_optimizer: torch's fused AdamW kernel gives the per-parameter loop's update (float rounding)."""
-    from larpo.train import make_optimizer
+    from larpo.training.loop import make_optimizer
 
     torch.manual_seed(0)
     params = {}
@@ -72,8 +64,6 @@ def test_fused_adamw_is_the_default_and_makes_the_same_steps():
     for a, b in zip(params[True], params[False]):
         torch.testing.assert_close(a, b, atol=1e-6, rtol=1e-5)
     # the train stage passes the switch through, the default is on
-    from larpo.config import TrainConfig
-
     assert TrainConfig.fused_optimizer is True
 
 
@@ -93,13 +83,13 @@ class NaNFromCall(LambdaRankLoss):
                          ids=["nan at step 2", "beta=inf"])
 def test_training_stops_at_the_first_non_finite_loss_naming_the_step(loss, step):
     """Issue 19, 12: a loss that turns NaN/inf stops training before that step's update (no NaN weights)."""
-    from larpo.train import NonFiniteLossError
+    from larpo.errors import NonFiniteLossError
 
     model, tok = tiny_policy()
     rows = copy.deepcopy(ROWS)
     for row, lp in zip(rows, list_logps(model, tok, rows, 10**6)):
         row["ref_logps"] = lp
-    cfg = OmegaConf.create(dict(lr=1e-2, epochs=1, lists_per_step=1, max_tokens=10**6, warmup_ratio=0.0,
+    cfg = OmegaConf.structured(TrainConfig(lr=1e-2, epochs=1, lists_per_step=1, max_tokens=10**6, warmup_ratio=0.0,
                                 weight_decay=0.0, max_grad_norm=1.0, logprob_max_tokens=10**6))
     with pytest.raises(NonFiniteLossError, match=rf"the loss is (nan|inf) at optimizer step {step} of 3 \(epoch 1\)"):
         train_on_lists(model, tok, rows, loss, cfg, seed=0, log=lambda m: None)

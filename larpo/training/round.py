@@ -2,35 +2,25 @@
 
 Reads ``round_<r>/lists.jsonl`` and the round r−1 checkpoint, trains (full weights, or LoRA
 adapters with ``model.lora.r``), writes ``round_<r>/checkpoint`` and ``round_<r>/train.json``.
-
-As a worker (``train.launcher=accelerate``; larpo/launch.py starts it)::
-
-    accelerate launch [...] -m larpo.train_round RUN_DIR ROUND
-
-every rank reads the run's config from ``RUN_DIR/manifest.json`` and trains its share of each
-step (larpo/runners.py); only rank 0 writes, each file atomically, plus
-``round_<r>/train_steps.jsonl`` (the per-step metrics, which the parent replays into its logger).
+In the pipeline's process (``train.launcher=local``, larpo/stages/train.py) or in each rank of
+``accelerate launch`` (larpo/training/worker.py; only rank 0 writes).
 """
 
 from __future__ import annotations
 
 import logging
-import sys
 from collections.abc import Callable
-from pathlib import Path
 
 import torch
 
 from larpo import lora
-from larpo.artifacts import RunDir, read_json, write_json, write_jsonl
-from larpo.generate import derive_seed
-from larpo.model import is_adapter_checkpoint, load_model, load_optimizer_state, load_tokenizer, save_checkpoint
+from larpo.artifacts import RunDir, write_json
+from larpo.checkpoints import is_adapter_checkpoint, load_model, load_optimizer_state, save_checkpoint
+from larpo.model import load_tokenizer
 from larpo.schemas import LISTS, read_table
+from larpo.seeds import derive_seed
 
 logger = logging.getLogger(__name__)
-
-STEPS_FILE = "train_steps.jsonl"
-
 
 def _set_checkpointing(model, on: bool) -> None:
     """Gradient checkpointing for training; the saved config is for generation, so the cache comes back on."""
@@ -51,8 +41,8 @@ def _set_checkpointing(model, on: bool) -> None:
 def train_round(cfg, rd: RunDir, r: int, loss_fn, dtype: torch.dtype, device: torch.device | None,
                 log: Callable[[dict], None], runner=None) -> dict:
     """Train round r from the round r−1 checkpoint; save the checkpoint and train.json (rank 0). Returns the summary."""
-    from larpo.runners import LocalRunner
-    from larpo.train import train_on_lists
+    from larpo.training.loop import train_on_lists
+    from larpo.training.runners import LocalRunner
 
     runner = runner or LocalRunner()
     rows = read_table(rd.lists(r), LISTS, n_candidates=(loss_fn.min_candidates, None))
@@ -62,7 +52,7 @@ def train_round(cfg, rd: RunDir, r: int, loss_fn, dtype: torch.dtype, device: to
     tok = load_tokenizer(prev, m.trust_remote_code)
     seed = derive_seed(cfg.seed, r, "train")
     torch.manual_seed(seed)  # the same on every rank: LoRA's initial A and dropout masks
-    use_lora = lora.enabled(m.get("lora"))
+    use_lora = lora.enabled(m.lora)
     if use_lora:
         model = lora.for_training(model, m.lora)
     if m.gradient_checkpointing:
@@ -80,51 +70,3 @@ def train_round(cfg, rd: RunDir, r: int, loss_fn, dtype: torch.dtype, device: to
         write_json(rd.train_log(r), stats)
     runner.barrier()
     return stats
-
-
-def _usage() -> str:
-    return "usage: accelerate launch [options] -m larpo.train_round RUN_DIR ROUND"
-
-
-def main(argv: list[str] | None = None) -> int:
-    """Entry of one rank under ``accelerate launch``."""
-    from accelerate import Accelerator
-    from accelerate.utils import DistributedType
-    from hydra.utils import instantiate
-    from omegaconf import OmegaConf
-
-    from larpo.model import resolve_dtype
-    from larpo.runners import AccelerateRunner
-
-    args = sys.argv[1:] if argv is None else argv
-    if len(args) != 2 or not args[1].isdigit():
-        sys.stderr.write(_usage() + "\n")
-        return 2
-    rd, r = RunDir(Path(args[0])), int(args[1])
-    cfg = OmegaConf.create(read_json(rd.manifest)["config"])
-    acc = Accelerator(step_scheduler_with_optimizer=False)
-    logging.basicConfig(level=logging.INFO if acc.is_main_process else logging.WARNING,
-                        format=f"%(asctime)s [rank {acc.process_index}] %(name)s: %(message)s")
-    if acc.distributed_type == DistributedType.DEEPSPEED:
-        ds = acc.state.deepspeed_plugin.deepspeed_config
-        # accelerate fills an unset clipping with 1.0 silently: make it train.max_grad_norm, always.
-        if ds.get("gradient_clipping") not in (None, "auto", cfg.train.max_grad_norm):
-            logger.warning("DeepSpeed gradient_clipping %s replaced by train.max_grad_norm=%s",
-                           ds["gradient_clipping"], cfg.train.max_grad_norm)
-        ds["gradient_clipping"] = float(cfg.train.max_grad_norm)
-        if ds.get("train_micro_batch_size_per_gpu", "auto") == "auto":
-            ds["train_micro_batch_size_per_gpu"] = 1  # one micro-batch of lists per backward (no dataloader here)
-    logger.info("round %d train: %d process(es), %s, mixed precision %s", r, acc.num_processes,
-                acc.distributed_type, acc.mixed_precision)
-    steps: list[dict] = []
-    train_round(cfg, rd, r, instantiate(cfg.loss), resolve_dtype(cfg.model.dtype), None,
-                lambda m: steps.append({**m, "round": r}), AccelerateRunner(acc))
-    if acc.is_main_process:
-        write_jsonl(rd.round_dir(r) / STEPS_FILE, steps)
-    acc.wait_for_everyone()
-    acc.end_training()
-    return 0
-
-
-if __name__ == "__main__":
-    sys.exit(main())

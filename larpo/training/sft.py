@@ -1,4 +1,4 @@
-"""Stage ``sft`` (round 0): the starting policy, optionally warm-started by SFT.
+"""The SFT warm-start of round 0 (the sft stage's library): the starting policy, optionally fine-tuned.
 
 The embedded default builds a tiny Llama from a config and teaches it the task's format
 and some competence from reference answers; a hub model is loaded as is (``sft.steps=0``)
@@ -17,7 +17,7 @@ import torch
 
 from larpo.logprobs import EncodedList, sequence_logps
 from larpo.model import prompt_ids, response_ids
-from larpo.train import make_optimizer
+from larpo.training.loop import make_optimizer
 
 logger = logging.getLogger(__name__)
 

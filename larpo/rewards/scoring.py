@@ -1,4 +1,4 @@
-"""Stage ``score``: the reranker. Rewards for every candidate of ``generations.jsonl``.
+"""The reranker's interface and the score stage's library: rewards for every candidate of ``generations.jsonl``.
 
 Every reward (``larpo/rewards/``: the task's verifier, sequence-classification reward models,
 PairRM) implements the same interface, chosen in ``conf/reward/`` by ``_target_``::
@@ -15,6 +15,7 @@ import logging
 import math
 import numbers
 from collections.abc import Sequence
+from contextlib import AbstractContextManager, nullcontext
 from typing import Protocol
 
 logger = logging.getLogger(__name__)
@@ -51,3 +52,8 @@ def score_rows(reward: Reward, rows: Sequence[dict]) -> list[dict]:
                 raise ValueError(f"{where}: candidate {j} got the score {x!r}, not a finite number")
         out.append({"prompt_id": row["prompt_id"], "rewards": [float(x) for x in rs], "reward_model": reward.name})
     return out
+
+
+def loaded(reward) -> AbstractContextManager:
+    """The reward's ``loaded()`` context (a reward model stays loaded inside it), or a no-op."""
+    return reward.loaded() if hasattr(reward, "loaded") else nullcontext()

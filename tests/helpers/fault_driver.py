@@ -1,6 +1,6 @@
 """Runs the faulted config in its own process and kills it (SIGKILL) at a chosen point.
 
-usage: python -m tests.faults.driver RUN_DIR POINT N [overrides...]
+usage: python -m tests.helpers.fault_driver RUN_DIR POINT N [overrides...]
 POINT names a function; on its N-th call the process SIGKILLs itself, before the call
 ("before") or after it returned ("after"), or — for the write points — half-way through
 the bytes being written. POINT "none" runs to the end.
@@ -84,22 +84,24 @@ def release_file(run_dir: Path) -> Path:
 def install(point: str, nth: int, run_dir: Path) -> None:
     import transformers
 
-    from larpo import artifacts, evaluate, logprobs, sft, train
+    from larpo import artifacts, logprobs
+    from larpo.evals import held_out
     from larpo.tasks import arithmetic
+    from larpo.training import loop, sft
 
     points = {
         "sft_step": lambda: patch_call(sft, "sequence_logps", nth, "before"),
-        "eval_sample": lambda: patch_call(evaluate, "sample", nth, "before"),
+        "eval_sample": lambda: patch_call(held_out, "sample", nth, "before"),
         "journal_append": lambda: patch_call(artifacts.BatchJournal, "append", nth, "after"),
         "journal_torn": lambda: patch_torn_write(".partial", nth),
         "score_verify": lambda: patch_call(arithmetic.ArithmeticTask, "verify", nth, "before"),
         "select_logps": lambda: patch_call(logprobs, "sequence_logps", nth, "before"),
-        "train_micro": lambda: patch_call(train, "_micro_step", nth, "after"),
+        "train_micro": lambda: patch_call(loop, "_micro_step", nth, "after"),
         "checkpoint_save": lambda: patch_call(transformers.PreTrainedTokenizerBase, "save_pretrained", nth, "after"),
         "json_torn": lambda: patch_torn_write("eval.json.tmp", nth),
         "mark_done": lambda: patch_call(artifacts.RunDir, "mark_done", nth, "after"),
-        "sigint_train": lambda: patch_call(train, "_micro_step", nth, "sigint"),
-        "hold_train": lambda: patch_call(train, "_micro_step", nth, "hold", release_file(run_dir)),
+        "sigint_train": lambda: patch_call(loop, "_micro_step", nth, "sigint"),
+        "hold_train": lambda: patch_call(loop, "_micro_step", nth, "hold", release_file(run_dir)),
     }
     if point != "none":
         points[point]()
@@ -107,7 +109,7 @@ def install(point: str, nth: int, run_dir: Path) -> None:
 
 def main() -> None:
     run_dir, point, nth, *overrides = sys.argv[1:]
-    from tests.faults.conftest import FAULT_OVERRIDES, REPO, fault_cfg
+    from tests.helpers.faults import FAULT_OVERRIDES, REPO, fault_cfg
 
     install(point, int(nth), Path(run_dir))
     if overrides[:1] == ["--run.py"]:  # through the real entry point, as a user types it

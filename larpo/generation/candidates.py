@@ -1,7 +1,8 @@
-"""Stage ``generate``: sample candidate responses from the behaviour policy.
+"""A round's candidates: every batch of its prompts sampled into the generate stage's journal.
 
-Hugging Face ``generate`` runs everywhere; the vLLM backend (GPU) is imported lazily by its
-own module when configured. Sampling is seeded per batch from (seed, round, batch index), so
+The library of the generate stage (larpo/stages/generate.py). Hugging Face ``generate`` runs
+everywhere; the vLLM backend (larpo/generation/vllm_backend.py) runs the same :func:`generate_batch`
+in its child processes. Sampling is seeded per batch from (seed, round, batch index), so
 a stage interrupted half-way continues from its journal and produces exactly the rows an
 uninterrupted run would have. What a row holds beyond plain samples (per-round temperatures,
 temperature splits, extra low-temperature candidates, the negative ladder) is described in
@@ -23,11 +24,9 @@ from collections.abc import Sequence
 
 from larpo.artifacts import BatchJournal
 from larpo.generation.negatives import ladder_block
-from larpo.generation.plan import Block, SamplingPlan, candidates_per_prompt, check_sampling
-from larpo.generation.sampling import _decode, _left_pad, derive_seed, length_batches, sample
-
-__all__ = ["_decode", "_left_pad", "candidates_per_prompt", "check_sampling", "derive_seed",
-           "generate_batch", "generate_candidates", "length_batches", "sample"]
+from larpo.generation.plan import Block, SamplingPlan
+from larpo.generation.sampling import length_batches, sample
+from larpo.seeds import derive_seed
 
 logger = logging.getLogger(__name__)
 
@@ -70,7 +69,7 @@ def _row(ex, i: int, blocks: list[Block], record: dict) -> dict:
             "sampling": sampling}
 
 
-def generate_batch(model, tokenizer, examples: Sequence, b: int, sampling, seed: int, round_: int,
+def generate_batch(model, tokenizer, examples: Sequence, b: int, plan: SamplingPlan, seed: int, round_: int,
                    task=None) -> list[dict]:
     """The generations rows of batch ``b`` of the round's ``examples``; a function of its seeds only.
 
@@ -78,7 +77,6 @@ def generate_batch(model, tokenizer, examples: Sequence, b: int, sampling, seed:
     samples: ``derive_seed(seed, round_, "generate", b)``), never from global state left by an
     earlier batch, so a batch redone after an interruption comes out byte-identical.
     """
-    plan = SamplingPlan.of(sampling)
     start = b * plan.batch_size
     return _batch_rows(model, tokenizer, examples, range(start, min(start + plan.batch_size, len(examples))), b,
                        plan, seed, round_, task)
@@ -108,7 +106,8 @@ def _batch_rows(model, tokenizer, examples: Sequence, idx: Sequence[int], b: int
     return [_row(ex, i, blocks, record) for i, ex in enumerate(batch)]
 
 
-def _log_fallbacks(rows: list[dict], round_: int, level: str | None) -> None:
+def log_fallbacks(rows: list[dict], round_: int, level: str | None) -> None:
+    """Warn when some hard/hardest negatives found no incorrect response (``sampling.negatives_found``)."""
     found = [f for row in rows for f in row.get("sampling", {}).get("negatives_found", [])]
     if found and not all(found):
         logger.warning("round %d: %d of %d %s negatives found no incorrect response within the tries; "
@@ -117,7 +116,7 @@ def _log_fallbacks(rows: list[dict], round_: int, level: str | None) -> None:
 
 
 def generate_candidates(
-    model, tokenizer, examples: Sequence, sampling, seed: int, journal: BatchJournal, round_: int, task=None
+    model, tokenizer, examples: Sequence, plan: SamplingPlan, seed: int, journal: BatchJournal, round_: int, task=None
 ) -> None:
     """Generate every batch of the round's ``examples`` into ``journal`` (see :func:`generate_batch`).
 
@@ -127,13 +126,12 @@ def generate_candidates(
     """
     from larpo.console import progress as tqdm
 
-    check_sampling(sampling, task)
-    if _length_batching(sampling):
-        _generate_by_length(model, tokenizer, examples, sampling, seed, journal, round_, task)
+    if plan.length_batching:
+        _generate_by_length(model, tokenizer, examples, plan, seed, journal, round_, task)
         return
     done = journal.completed()
-    bs = sampling.batch_size
-    n_batches = (len(examples) + bs - 1) // bs
+    bs = plan.batch_size
+    n_batches = plan.batches(len(examples))
     if done:
         logger.info("round %d generate: resuming, %d of %d batches already journaled", round_, len(done), n_batches)
     rows_all = []
@@ -144,18 +142,13 @@ def generate_candidates(
                 raise ValueError(f"{journal.path}: batch {b} holds other prompts than this run's; delete the file")
             rows_all += done[b]
             continue
-        rows = generate_batch(model, tokenizer, examples, b, sampling, seed, round_, task)
+        rows = generate_batch(model, tokenizer, examples, b, plan, seed, round_, task)
         journal.append(b, rows)
         rows_all += rows
-    _log_fallbacks(rows_all, round_, SamplingPlan.of(sampling).negatives)
+    log_fallbacks(rows_all, round_, plan.negatives)
 
 
-def _length_batching(sampling) -> bool:
-    get = sampling.get if hasattr(sampling, "get") else lambda k, d=None: getattr(sampling, k, d)
-    return bool(get("length_batching", False))
-
-
-def _generate_by_length(model, tokenizer, examples: Sequence, sampling, seed: int, journal: BatchJournal,
+def _generate_by_length(model, tokenizer, examples: Sequence, plan: SamplingPlan, seed: int, journal: BatchJournal,
                         round_: int, task) -> None:
     """:func:`generate_candidates` with batches of prompts of similar token length.
 
@@ -166,10 +159,6 @@ def _generate_by_length(model, tokenizer, examples: Sequence, sampling, seed: in
     """
     from larpo.console import progress as tqdm
 
-    plan = SamplingPlan.of(sampling)
-    if plan.negatives in ("easiest", "easy"):
-        raise ValueError(f"sampling.length_batching=true does not support sampling.negatives={plan.negatives} "
-                         "(it picks other prompts by their position in a contiguous batch); set one of them off")
     batches = length_batches(tokenizer, [ex.prompt for ex in examples], plan.batch_size)
     done = journal.completed()
     for i, rows in done.items():
@@ -185,4 +174,4 @@ def _generate_by_length(model, tokenizer, examples: Sequence, sampling, seed: in
         for i, row in zip(batches[b], rows):
             journal.append(i, [row])
         rows_all += rows
-    _log_fallbacks(rows_all, round_, plan.negatives)
+    log_fallbacks(rows_all, round_, plan.negatives)

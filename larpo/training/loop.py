@@ -1,4 +1,4 @@
-"""Stage ``train``: optimise the policy on the round's lists with a retrieval loss.
+"""The training loop of the train stage: optimise the policy on the round's lists with a retrieval loss.
 
 AdamW with linear warm-up and cosine decay; an optimizer step covers ``lists_per_step``
 lists, cut into micro-batches of whole lists under a token budget (gradient accumulation);
@@ -16,15 +16,11 @@ from collections.abc import Callable, Sequence
 
 import torch
 
+from larpo.config import Forward
+from larpo.errors import NonFiniteLossError
 from larpo.logprobs import EncodedList, encode_lists, pack_by_tokens, sequence_logps, to_padded
 
 logger = logging.getLogger(__name__)
-
-
-class NonFiniteLossError(RuntimeError):
-    """The loss became NaN or infinite: training stops there, before the optimizer step and before
-    anything is saved (a checkpoint trained to NaN must never be marked done)."""
-
 
 
 def _fusable(params: Sequence[torch.Tensor]) -> bool:
@@ -107,11 +103,8 @@ def step_plan(lists: Sequence[EncodedList], cfg, seed: int) -> list[tuple[int, l
 
 
 def forward_options(cfg) -> dict:
-    """``train.forward`` / ``train.logprob_chunk`` as plain values (configs without them: the defaults)."""
-    from larpo.config import TrainConfig
-
-    forward = getattr(cfg, "forward", TrainConfig.forward)
-    return {"forward": getattr(forward, "value", forward), "chunk": getattr(cfg, "logprob_chunk", TrainConfig.logprob_chunk)}
+    """``train.forward`` / ``train.logprob_chunk`` as plain values (``cfg``: a ``train`` node on the schema)."""
+    return {"forward": Forward(cfg.forward).value, "chunk": cfg.logprob_chunk}
 
 
 def train_on_lists(
@@ -120,15 +113,14 @@ def train_on_lists(
 ) -> tuple[dict, dict]:
     """Train ``model`` in place for ``cfg.epochs`` over ``rows`` (lists.jsonl).
 
-    ``runner`` (larpo/runners.py): how the steps are executed; None = this process alone.
+    ``runner`` (larpo/training/runners.py): how the steps are executed; None = this process alone.
     Under several processes each takes its share of every step's micro-batches and gradients
     are averaged so that one step equals the one-process step over the same lists
     (``lists_per_step`` is the global batch whatever the world size). Returns a summary and
     the optimizer's final state.
     """
-    from larpo.config import TrainConfig
     from larpo.console import progress as tqdm
-    from larpo.runners import LocalRunner
+    from larpo.training.runners import LocalRunner
 
     runner = runner or LocalRunner()
     lists = encode_lists(tokenizer, rows)
@@ -136,7 +128,7 @@ def train_on_lists(
     total = len(plan)
     runner.configure(plan)
     opt, sched = make_optimizer(model, cfg.lr, cfg.weight_decay, int(cfg.warmup_ratio * total), total, opt_state,
-                                fused=getattr(cfg, "fused_optimizer", TrainConfig.fused_optimizer))
+                                fused=cfg.fused_optimizer)
     model, opt, sched = runner.prepare(model, opt, sched)
     model.train()
     step, tokens, losses, t0 = 0, 0, [], time.perf_counter()

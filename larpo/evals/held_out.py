@@ -1,4 +1,4 @@
-"""Stage ``evaluate``: held-out metrics of a round's policy.
+"""The task's held-out metrics of a round's policy (the evaluate stage's ``eval=task`` part):
 
 - greedy accuracy with its standard error, per family, and the mean reward;
 - Pass@N for N = 1, 2, 4, ... (the policy as a retriever: does any of N samples pass), with
@@ -21,8 +21,9 @@ from collections import defaultdict
 from collections.abc import Sequence
 from typing import Any
 
-from larpo.generate import derive_seed, sample
+from larpo.generation.sampling import sample
 from larpo.model import response_ids
+from larpo.seeds import derive_seed
 
 logger = logging.getLogger(__name__)
 
@@ -182,8 +183,8 @@ def baseline_rows(ctx, r: int, examples: Sequence) -> list[dict] | None:
     Checked before round r generates anything: two rounds evaluated on different prompt sets are
     never compared (round 0 re-evaluated alone with another ``eval.n_prompts`` made the gain 0.0).
     """
+    from larpo.errors import PipelineError
     from larpo.schemas import EVAL_OUTPUTS
-    from larpo.stages import PipelineError
 
     path = ctx.rd.eval_outputs(0)
     if not path.exists():
@@ -203,7 +204,7 @@ def baseline_rows(ctx, r: int, examples: Sequence) -> list[dict] | None:
 def held_out_metrics(ctx, r: int, model, tok) -> tuple[dict[str, Any], list[dict]]:
     """Greedy outputs on the task's held-out prompts and their metrics; returns (metrics, the
     eval_outputs.jsonl rows), written by the stage once everything else of the evaluation succeeded."""
-    from larpo.preflight import alpaca_style_on
+    from larpo.evals.alpacaeval import alpaca_style_on
 
     cfg, task, reward = ctx.cfg.eval, ctx.task, ctx.reward
     examples = task.split("eval")[: cfg.n_prompts]
@@ -221,7 +222,7 @@ def held_out_metrics(ctx, r: int, model, tok) -> tuple[dict[str, Any], list[dict
         if r == 0:
             base = rows  # round 0 against itself: the reference point of every later round
         elif base is None:
-            from larpo.stages import PipelineError
+            from larpo.errors import PipelineError
 
             raise PipelineError(f"round {r}: the win rate against round 0 needs round 0's held-out outputs "
                                 f"({ctx.rd.eval_outputs(0)}); evaluate round 0 first (`stage=evaluate round=0`)")

@@ -9,6 +9,16 @@ from larpo.model import build_model, load_tokenizer
 ARCH = dict(hidden_size=32, intermediate_size=64, num_hidden_layers=1, num_attention_heads=2,
             num_key_value_heads=2, max_position_embeddings=128)
 
+# Lists (lists.jsonl rows without ref_logps) on the embedded task, for the train tests.
+ROWS = [
+    {"prompt": "37+45=", "responses": ["82", "72", "8", ""], "finished": [True, True, True, False],
+     "rewards": [1.0, 0.25, 0.1, 0.0]},
+    {"prompt": "sort:5,31,9,2=", "responses": ["2,5,9,31", "31,5", "2"], "finished": [True, False, True],
+     "rewards": [1.0, 0.2, 0.1]},
+    {"prompt": "1+2=", "responses": ["3", "4", "33333333"], "finished": [True, True, True],
+     "rewards": [1.0, 0.25, 0.0]},
+]
+
 
 def tiny_policy(seed: int = 0):
     torch.manual_seed(seed)

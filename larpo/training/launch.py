@@ -3,7 +3,7 @@
 The parent (the pipeline) starts::
 
     python -m accelerate.commands.launch [--config_file conf/accelerate/<name>.yaml]
-        [--num_processes N] [--main_process_port P] -m larpo.train_round RUN_DIR ROUND
+        [--num_processes N] [--main_process_port P] -m larpo.training.worker RUN_DIR ROUND
 
 waits for it, and checks what it left: ``round_<r>/checkpoint``, ``train.json`` and
 ``train_steps.jsonl`` (replayed into the parent's logger, so W&B curves look the same as
@@ -12,7 +12,7 @@ raises :class:`PipelineError` with the exit code, that path and the log's last l
 
 Without a config file the child runs plain DDP (or one process) without mixed precision.
 On a CPU (``device=cpu``, or no CUDA) the child gets ``ACCELERATE_USE_CPU=1`` and, for several
-processes, ``--multi_gpu``: with ``--cpu`` accelerate silently starts a single process (NOTES).
+processes, ``--multi_gpu``: with ``--cpu`` accelerate silently starts a single process.
 """
 
 from __future__ import annotations
@@ -29,10 +29,10 @@ from pathlib import Path
 import torch
 
 from larpo.artifacts import RunDir, iter_jsonl
-from larpo.config import CONF_DIR, ConfigError
-from larpo.model import is_checkpoint
+from larpo.checkpoints import is_checkpoint
+from larpo.config import CONF_DIR
+from larpo.errors import ConfigError, PipelineError
 from larpo.processes import log_tail, supervised
-from larpo.stages import PipelineError
 
 logger = logging.getLogger(__name__)
 
@@ -105,7 +105,7 @@ def launch_command(train_cfg, rd: RunDir, r: int, device: torch.device) -> tuple
             raise ConfigError(f"train.accelerate_config={path}: {file.get('distributed_type')} does not run on CPU")
     if int(file.get("num_machines") or 1) == 1 and "main_process_port" not in file:
         cmd += ["--main_process_port", str(_free_port())]  # two runs on one host must not collide on 29500
-    cmd += ["-m", "larpo.train_round", str(Path(rd.root).resolve()), str(r)]
+    cmd += ["-m", "larpo.training.worker", str(Path(rd.root).resolve()), str(r)]
     return cmd, env
 
 
@@ -126,7 +126,7 @@ def launch_train(train_cfg, rd: RunDir, r: int, device: torch.device, log: Calla
     check_launch(train_cfg)
     cmd, env = launch_command(train_cfg, rd, r, device)
     log_path = rd.round_dir(r) / LOG_FILE
-    for stale in (rd.round_dir(r) / "train_steps.jsonl", rd.train_log(r)):
+    for stale in (rd.train_steps(r), rd.train_log(r)):
         stale.unlink(missing_ok=True)  # so a failed child cannot pass for a finished one
     logger.info("round %d train: launching %s; log: %s", r, " ".join(cmd[1:]), log_path)
     with supervised(cmd, env, log_path) as proc:  # the whole group is stopped on any way out
@@ -134,7 +134,7 @@ def launch_train(train_cfg, rd: RunDir, r: int, device: torch.device, log: Calla
     if rc != 0:
         raise PipelineError(f"round {r}, stage train: the accelerate child process failed with exit code {rc}; "
                             f"its full log is {log_path}; {_failure(log_path)}")
-    steps = rd.round_dir(r) / "train_steps.jsonl"
+    steps = rd.train_steps(r)
     missing = [p for p in (rd.train_log(r), steps) if not p.exists()]
     if missing or not is_checkpoint(rd.checkpoint(r)):
         raise PipelineError(f"round {r}, stage train: the accelerate child exited 0 but did not write "

@@ -246,3 +246,9 @@ def make_custom_code_rm(directory: str | Path) -> Path:
         "class CustomRewardModel(LlamaForSequenceClassification):\n    pass\n"
     )
     return directory
+
+
+# A run of a few seconds on the stand-ins (tests/integration/conftest.py's `stand_ins` fixture builds them).
+SMALL_HUB_RUN = ["rounds=2", "sampling.prompts_per_round=8", "sampling.n_samples=4", "sampling.max_new_tokens=8",
+                 "sampling.batch_size=4", "train.lists_per_step=4", "train.lr=1e-3", "task.n_eval=6", "eval.n_prompts=6",
+                 "eval.batch_size=6", "select.drop_ties=false", "task.max_prompt_tokens=100", "threads=1"]

@@ -1,4 +1,4 @@
-"""How :func:`larpo.train.train_on_lists` executes its optimizer steps: in one process, or as
+"""How :func:`larpo.training.loop.train_on_lists` executes its optimizer steps: in one process, or as
 one rank of an ``accelerate launch`` (DDP, DeepSpeed ZeRO, FSDP — the same code for all).
 
 A step covers ``lists_per_step`` lists packed into micro-batches M_1..M_m (whole lists under

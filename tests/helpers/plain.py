@@ -1,4 +1,4 @@
-"""Response log-probs the plainest way, as the expected values of tests/real/: one unpadded
+"""Response log-probs the plainest way, as the expected values of tests/real/ (and those tests' rows): one unpadded
 sequence at a time through the model's own forward, the prompt rendered by the tokenizer's own
 ``apply_chat_template(tokenize=True)`` (not larpo's rendering), log_softmax in float64."""
 
@@ -15,6 +15,22 @@ import torch
 # not show: the template's "\n" after "assistant" has log-prob ~ -1e-4; the rendering test pins
 # the prompt ids instead.)
 ATOL = 5e-4
+
+# Prompts and lists of the real policy's tests (tests/real/).
+PROMPTS = [
+    "What is the capital of France?",
+    "Write a haiku about the sea.\nKeep it short — ünïcödé, 😀 and\ttabs are fine.",
+    "  leading and trailing spaces  ",
+    "Explain <|im_start|> tokens in one line.",  # markup typed by a user is rendered as the template renders it
+    "",
+]
+ROWS = [
+    {"prompt": "What is 12 + 30?", "responses": ["12 + 30 = 42.", "The answer is 42", "", "forty-two"],
+     "finished": [True, False, True, False]},
+    {"prompt": PROMPTS[1], "responses": ["Waves fold into foam,\nsalt wind hums ü", "Sea"], "finished": [True, True]},
+    {"prompt": "Name a colour.", "responses": ["Blue.", "Red, I think, or maybe a deep shade of green."],
+     "finished": [True, False]},
+]
 
 
 def chat_prompt_ids(tok, prompt: str) -> list[int]:
