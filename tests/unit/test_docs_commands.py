@@ -164,7 +164,7 @@ def startup_checks(args: list[str]) -> None:
     Raises what run.py would refuse with."""
     from larpo.config import check_override_keys, check_run_dirs, validate_options
     from larpo.pipeline import build_context, resolve_backend
-    from larpo.runs import resolve_run_dir
+    from larpo.manifest import resolve_run_dir
 
     problem = check_override_keys(args) or check_run_dirs(args)
     if problem:
