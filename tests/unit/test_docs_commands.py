@@ -163,8 +163,8 @@ def startup_checks(args: list[str]) -> None:
     larpo.pipeline.run up to the components: options, backend, run directory name, build_context).
     Raises what run.py would refuse with."""
     from larpo.config import check_override_keys, check_run_dirs, validate_options
-    from larpo.pipeline import build_context, resolve_backend
     from larpo.manifest import resolve_run_dir
+    from larpo.pipeline import build_context, resolve_backend
 
     problem = check_override_keys(args) or check_run_dirs(args)
     if problem:
