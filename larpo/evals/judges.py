@@ -285,16 +285,22 @@ class HFLocalJudge(_TextJudgeForAlpacaEval):
         if torch.cuda.is_available():
             torch.cuda.empty_cache()
 
+    def _encoded_batches(self, prompts: Sequence[Messages]):
+        """The loaded judge's inputs, ``batch_size`` conversations at a time: its chat template with the
+        generation prompt, padded (left, as loaded), on the model's device."""
+        tok = self._tokenizer
+        for i in range(0, len(prompts), self.batch_size):
+            texts = [tok.apply_chat_template(list(m), add_generation_prompt=True, tokenize=False)
+                     for m in prompts[i : i + self.batch_size]]
+            yield tok(texts, return_tensors="pt", padding=True, add_special_tokens=False).to(self._model.device)
+
     def complete(self, prompts: Sequence[Messages], max_tokens: int | None = None) -> list[str]:
         import torch
 
         self._load()
         tok, model, out = self._tokenizer, self._model, []
         try:
-            for i in range(0, len(prompts), self.batch_size):
-                texts = [tok.apply_chat_template(list(m), add_generation_prompt=True, tokenize=False)
-                         for m in prompts[i : i + self.batch_size]]
-                enc = tok(texts, return_tensors="pt", padding=True, add_special_tokens=False).to(model.device)
+            for enc in self._encoded_batches(prompts):
                 with torch.no_grad():
                     ids = model.generate(**enc, do_sample=False, max_new_tokens=max_tokens or self.max_new_tokens,
                                          pad_token_id=tok.pad_token_id)
@@ -328,10 +334,7 @@ class HFLocalJudge(_TextJudgeForAlpacaEval):
         single = [tok.encode(t, add_special_tokens=False) for t in self.logprob_tokens]
         extra = {ids[0] for ids in single if len(ids) == 1}
         try:
-            for i in range(0, len(prompts), self.batch_size):
-                texts = [tok.apply_chat_template(list(m), add_generation_prompt=True, tokenize=False)
-                         for m in prompts[i : i + self.batch_size]]
-                enc = tok(texts, return_tensors="pt", padding=True, add_special_tokens=False).to(model.device)
+            for enc in self._encoded_batches(prompts):
                 with torch.no_grad():
                     rows = model(**enc).logits[:, -1, :].float().log_softmax(-1).cpu()
                 for row in rows:
