@@ -110,25 +110,13 @@ def vllm_share(n_params: int, param_bytes: int, utilization: float, gpu_bytes: f
     return {"share": share, "weights": weights, "kv_cache": None if share is None else share - weights}
 
 
-def world_size(cfg) -> int:
-    """Training processes: ``train.num_processes`` if the launcher sets one, else the visible GPUs under
-    ``train.launcher=accelerate``, else 1 (the in-process trainer)."""
-    n = cfg.train.num_processes
-    if n:
-        return int(n)
-    if cfg.train.launcher == "accelerate" and torch.cuda.is_available():
-        return torch.cuda.device_count()
-    return 1
-
-
 def memory_lines(ctx: RunContext, n_params: int, platform: str | None = None) -> list[str]:
     """The plan's memory lines: training per GPU under the ZeRO stage, and vLLM's share while generating
     (``platform``: the vLLM build's, from :func:`check_backend`)."""
-    from omegaconf import OmegaConf
+    from larpo.training.launch import accelerate_plan
 
     cfg = ctx.cfg
-    world = world_size(cfg)
-    zero = int(OmegaConf.select(cfg, "train.zero_stage", default=0) or 0)
+    world, zero = accelerate_plan(cfg.train)  # what the accelerate config file says, not a guess
     mixed = zero > 0 and ctx.dtype != torch.float32  # DeepSpeed keeps fp32 master weights
     m = train_memory_per_gpu(n_params, world, zero, _BYTES[ctx.dtype], mixed)
     how = "bf16/fp16 weights + fp32 master weights and AdamW (16 B/param)" if mixed else \

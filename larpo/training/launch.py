@@ -18,6 +18,7 @@ processes, ``--multi_gpu``: with ``--cpu`` accelerate silently starts a single p
 from __future__ import annotations
 
 import importlib.util
+import json
 import logging
 import os
 import re
@@ -74,6 +75,45 @@ def check_launch(train_cfg) -> None:
     if file.get("distributed_type") == "DEEPSPEED" and importlib.util.find_spec("deepspeed") is None:
         raise ConfigError(f"train.accelerate_config={path} uses DeepSpeed, which is not installed here "
                           "(pip install deepspeed on the GPU machines)")
+
+
+# FSDP's sharding strategies as the ZeRO stage that shards the same states (for the memory plan)
+_FSDP_STAGE = {"NO_SHARD": 0, "SHARD_GRAD_OP": 2, "FULL_SHARD": 3, "HYBRID_SHARD": 3, "_HYBRID_SHARD_ZERO2": 2,
+               "1": 3, "2": 2, "3": 0, "4": 3, "5": 2}
+
+
+def accelerate_plan(train_cfg) -> tuple[int, int]:
+    """(processes, ZeRO stage) the train stage runs with: 1 process and stage 0 for ``launcher=local``;
+    under accelerate, ``train.num_processes`` else the config file's ``num_processes`` else 1 (what
+    :func:`launch_command` passes), and the stage of its DeepSpeed config (``deepspeed_config.zero_stage``,
+    or ``zero_optimization.stage`` of a ``deepspeed_config_file``) or of its FSDP sharding strategy."""
+    if train_cfg.launcher != "accelerate":
+        return 1, 0
+    path = accelerate_config_path(train_cfg.accelerate_config)
+    file = _read_yaml(path) if path else {}
+    n = int(train_cfg.num_processes or file.get("num_processes") or 1)
+    kind = file.get("distributed_type")
+    if kind == "DEEPSPEED":
+        ds = file.get("deepspeed_config") or {}
+        stage = ds.get("zero_stage")
+        if stage is None and ds.get("deepspeed_config_file"):
+            ds_path = Path(ds["deepspeed_config_file"]).expanduser()
+            if not ds_path.is_absolute():
+                ds_path = path.parent / ds_path
+            try:
+                stage = json.loads(ds_path.read_text()).get("zero_optimization", {}).get("stage")
+            except (OSError, ValueError) as e:
+                raise ConfigError(f"train.accelerate_config={path}: deepspeed_config_file {ds_path} "
+                                  f"cannot be read as JSON ({e})") from None
+        stage = int(stage or 0)
+    elif kind == "FSDP":
+        strategy = str((file.get("fsdp_config") or {}).get("fsdp_sharding_strategy", "FULL_SHARD"))
+        stage = _FSDP_STAGE.get(strategy.upper(), 3)
+    else:
+        stage = 0
+    if stage not in (0, 1, 2, 3):
+        raise ConfigError(f"train.accelerate_config={path}: ZeRO stage {stage} is not one of 0, 1, 2, 3")
+    return n, stage
 
 
 def _free_port() -> int:

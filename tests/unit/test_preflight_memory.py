@@ -78,3 +78,50 @@ def test_vllm_backend_with_lora_is_refused_at_start_up(tmp_path):
     with pytest.raises(Exception, match="sampling.backend=vllm with model.lora.r set is not supported yet"):
         run(cfg)
     assert not (tmp_path / "run").exists()
+
+
+# The plan's world size and ZeRO stage come from what the train stage launches: the accelerate config file.
+@pytest.mark.parametrize("overrides, expected", [
+    ([], (1, 0)),                                                                  # launcher=local
+    (["train.launcher=accelerate"], (1, 0)),                                       # accelerate's own: 1 process
+    (["train.launcher=accelerate", "train.accelerate_config=ddp"], (8, 0)),
+    (["train.launcher=accelerate", "train.accelerate_config=zero2"], (8, 2)),
+    (["train.launcher=accelerate", "train.accelerate_config=zero3", "train.num_processes=4"], (4, 3)),
+    (["train.launcher=accelerate", "train.accelerate_config=fsdp"], (8, 3)),        # FULL_SHARD = ZeRO-3
+])
+def test_accelerate_plan_reads_the_config_file(overrides, expected):
+    from larpo.training.launch import accelerate_plan
+    from tests.helpers.config import compose_config
+
+    assert accelerate_plan(compose_config(overrides).train) == expected
+
+
+def test_accelerate_plan_reads_a_deepspeed_json_and_refuses_a_bad_stage(tmp_path):
+    import json
+
+    from larpo.errors import ConfigError
+    from larpo.training.launch import accelerate_plan
+    from tests.helpers.config import compose_config
+
+    (tmp_path / "ds.json").write_text(json.dumps({"zero_optimization": {"stage": 1}}))
+    acc = tmp_path / "acc.yaml"
+    acc.write_text("distributed_type: DEEPSPEED\nnum_processes: 2\ndeepspeed_config:\n  deepspeed_config_file: ds.json\n")
+    cfg = compose_config(["train.launcher=accelerate", f"train.accelerate_config={acc}"])
+    assert accelerate_plan(cfg.train) == (2, 1)
+    (tmp_path / "ds.json").write_text(json.dumps({"zero_optimization": {"stage": 4}}))
+    with pytest.raises(ConfigError, match="ZeRO stage 4"):
+        accelerate_plan(cfg.train)
+
+
+def test_memory_plan_line_states_the_config_files_sharding():
+    """ZeRO-2 on 8 GPUs of a 7B bf16 policy: 14 + (14 + 84) / 8 = 26.25 GB per GPU (the docstring's example)."""
+    from types import SimpleNamespace
+
+    import torch
+
+    from larpo.preflight import memory_lines
+    from tests.helpers.config import compose_config
+
+    cfg = compose_config(["train.launcher=accelerate", "train.accelerate_config=zero2", "model.dtype=bfloat16"])
+    line = memory_lines(SimpleNamespace(cfg=cfg, dtype=torch.bfloat16), PSI)[0]
+    assert "world size 8, ZeRO stage 2: ~26.25 GB per GPU" in line
