@@ -4,7 +4,7 @@
 
 The notebook only reads artifacts: experiments/<study>/results.json (what `python -m larpo.studies`
 writes) and, when present, the sweeps' run directories under multirun/ and the default run under runs/default; the drawing
-code lives in larpo.studies and larpo.report (DESIGN §5).
+code lives in larpo.studies and larpo.report (docs/design.md).
 """
 
 from __future__ import annotations
@@ -35,6 +35,8 @@ PAPER = {  # the paper's figure or table each study reproduces in miniature
     'negatives': 'Fig. 3a: hard-negative difficulty',
     'temperature': 'Fig. 3b: sampling temperature',
     'listsize': 'Fig. 3c: list size',
+    'real_objectives': 'Tables 2/3 on a real chat model: SmolLM2-135M-Instruct on word problems',
+    'real_listsize': 'Fig. 3c on a real chat model: list size 4 vs 8 (SmolLM2-135M-Instruct)',
 }
 studies = [p.parent.name for p in sorted(EXPERIMENTS.glob('*/study.yaml'))]
 done = [s for s in studies if (EXPERIMENTS / s / 'results.json').exists()]
