@@ -9,7 +9,7 @@ PY := $(VENV)/bin/python
 STAMP := $(VENV)/.larpo-installed
 endif
 
-.PHONY: install run test test-unit faults smoke lint clean gpu-check check-gpu-extra vllm-env test-vllm bench-vllm real-demo real-objectives real-listsize round0 real-model table-real table-objectives table-memorization fig-negatives fig-temperature fig-listsize fig-passn paper-mini notebooks bench
+.PHONY: install run test test-unit faults smoke lint clean gpu-check check-gpu-extra vllm-env test-vllm bench-vllm bench-real-round real-demo real-objectives real-listsize round0 real-model table-real table-objectives table-memorization fig-negatives fig-temperature fig-listsize fig-passn paper-mini notebooks bench
 
 install: $(STAMP)
 
@@ -71,6 +71,9 @@ real-listsize: vllm-env real-model  ## Fig. 3c on SmolLM2: list size 4 vs 8
 # HF generate vs vLLM's CPU engine: start-up, tokens/s, break-even (benchmarks/results/vllm_cpu.md)
 bench-vllm: vllm-env real-model
 	$(VLLM_PY) benchmarks/vllm_cpu.py $(ARGS)
+# One real round of experiment=smollm2_cpu, stage by stage, HF generate vs vLLM's CPU engine (benchmarks/results/real_round.md)
+bench-real-round: vllm-env real-model
+	$(VLLM_PY) benchmarks/real_round.py $(ARGS)
 
 faults: install  ## the fault suite alone: kills, torn writes, two processes, bad inputs
 	$(PY) -m pytest -q tests/faults $(ARGS)
