@@ -8,9 +8,9 @@ after the other (never two CPU engines at once: both would pin their threads to 
 stage times are the pipeline's own ("round 1: <stage> done in X s" in the run's ``run.log``). Round 1 is one
 real round: generate (64 prompts x 8 samples), score (the verifier), select (top-2 + bottom-2 and the
 reference log-probs), train, evaluate (300 held-out prompts greedy + Pass@4 on 64); round 0's evaluation
-is the same work as round 1's. ``--runs DIR ...`` reads finished run directories instead (e.g. the
-three rounds of a `make real-demo`: the median over its rounds) and runs nothing. ``--quick`` shrinks the
-round (8 prompts, 16 held-out prompts) to check the script, not to measure.
+is the same work as round 1's. ``--runs DIR ...`` reads finished run directories as well (e.g. the
+three rounds of a `make real-demo`: the median over its rounds) and runs nothing more unless ``--backends`` is
+given. ``--quick`` shrinks the round (8 prompts, 16 held-out prompts) to check the script, not to measure.
 
 The last column says what the stage would take on one GPU: an estimate, not a measurement (no GPU was
 lent to the sessions that wrote this). It counts the work the run did (new tokens generated, tokens
@@ -118,21 +118,23 @@ def run_one(backend: str, out: Path, quick: bool) -> Path:
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    ap.add_argument("--backends", default="hf,vllm")
+    ap.add_argument("--backends", default=None, help="backends to run (default hf,vllm; none with --runs)")
     ap.add_argument("--quick", action="store_true")
     ap.add_argument("--runs", nargs="*", type=Path, help="finished run directories to read instead of running")
     ap.add_argument("--out", type=Path, default=None, help="where the result goes (default benchmarks/results)")
     args = ap.parse_args()
     logging.basicConfig(level=logging.INFO, format="[%(asctime)s] %(message)s", datefmt="%H:%M:%S")
     machine = machine_line()
-    if args.runs:
-        machine = ("stage times read from finished runs (measured where and when those ran: their run.log); "
-                   f"read on {machine}")
-        runs = {f"{json.loads((d / 'manifest.json').read_text())['config']['sampling']['backend']} ({d.name})": d
-                for d in args.runs}
-    else:
+    backends = args.backends if args.backends is not None else ("" if args.runs else "hf,vllm")
+    runs: dict[str, Path] = {}
+    if backends:
         tmp = Path(tempfile.mkdtemp(prefix="larpo-real-round-"))
-        runs = {b: run_one(b, tmp, args.quick) for b in args.backends.split(",")}
+        runs |= {b: run_one(b, tmp, args.quick) for b in backends.split(",")}
+    if args.runs:
+        machine = (f"{machine}; the stage times of {', '.join(d.name for d in args.runs)} were read from their "
+                   "run.log (measured where and when they ran)")
+        runs |= {f"{json.loads((d / 'manifest.json').read_text())['config']['sampling']['backend']} ({d.name})": d
+                 for d in args.runs}
     times: dict[str, dict[str, float]] = {}
     for name, d in runs.items():
         per_round = stage_times(d)
