@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 
-from larpo.studies import aggregate, collect, load_study, verdict
+from larpo.studies import EXPERIMENTS, aggregate, collect, load_study, verdict
 
 
 def fake_run(root: Path, loss: str, seed: int, accuracy: float) -> None:
@@ -69,6 +69,26 @@ def test_every_study_sweep_composes(name):
                 cfg = compose_config(["run_dir=/tmp/unused", *fixed, f"{key}={value}"])
                 assert cfg is not None
     assert study["real"]
+
+
+@pytest.mark.parametrize("name", sorted(p.parent.name for p in EXPERIMENTS.glob("*/study.yaml")))
+def test_every_job_of_a_study_has_a_run_directory_of_its_own(name):
+    """Jobs of one study sharing a run directory: the pipeline refuses all but the first, and the study loses
+    them (a sweep over an evaluation key, which is not part of a run's identity, did this to passn)."""
+    import itertools
+
+    from larpo.runs import IDENTITY_GROUPS, dirname
+    from tests.helpers.config import compose_config
+
+    study = load_study(name)
+    dirs = []
+    for sweep in [study["sweep"], *study.get("extra_sweeps", [])]:
+        keys = [o.split("=", 1) for o in sweep]
+        for values in itertools.product(*[v.split(",") if "${" not in v else [v] for _, v in keys]):
+            job = [(k, v.replace("${hydra:sweep.dir}", "/sweep")) for (k, _), v in zip(keys, values)]
+            cfg = compose_config([f"{k}={v}" for k, v in job])
+            dirs.append(cfg.run_dir or dirname(cfg, {k: v for k, v in job if k in IDENTITY_GROUPS}))
+    assert len(dirs) == len(set(dirs)), sorted(d for d in dirs if dirs.count(d) > 1)
 
 
 def test_a_group_factor_is_labelled_by_its_choice_name(tmp_path):
