@@ -139,7 +139,8 @@ def collect_series(root: Path, factor: str, metric: str, kind: str = "rounds"
             continue
         value = label(_get(config, factor), override_choice(manifest.parent, root, factor, record))
         out[value][int(config["seed"])] = [(float(x), y) for x, y in _series(rounds, kind, metric)]
-    return dict(out)
+    # one order whatever the run directories are called (results.json re-aggregates byte-identically)
+    return {value: dict(sorted(out[value].items())) for value in sorted(out, key=_sort_key)}
 
 
 def _finals(rounds: dict[str, dict[int, list[tuple[float, float]]]]) -> dict[str, dict[int, float]]:

@@ -194,3 +194,16 @@ def test_a_real_model_study_runs_one_job_at_a_time(name, monkeypatch, capsys):
     assert lines and all("experiment=smollm2_cpu" in line and "joblib" not in line for line in lines)
     studies.main(["run-dry", name, "--jobs", "2"])  # an explicit --jobs still wins
     assert all("hydra.launcher.n_jobs=2" in line for line in capsys.readouterr().out.splitlines())
+
+
+def test_results_come_in_one_order_whatever_the_directories_are_called(tmp_path):
+    """Factor values as the table sorts them (numbers by value), seeds ascending: since runs are named by a hash,
+    the directories' order is arbitrary, and results.json must not follow it (listsize came out 10, 4, 6, 8)."""
+    for name, n, seed in [("z-s1", 4, 1), ("a-s0", 10, 0), ("m-s0", 4, 0), ("b-s1", 10, 1), ("c-s0", 6, 0)]:
+        d = tmp_path / name
+        d.mkdir()
+        (d / "manifest.json").write_text(json.dumps({"config": {"seed": seed, "sampling": {"n_samples": n}}}))
+        (d / "summary.json").write_text(json.dumps({"rounds": [{"round": 0, "eval": {"accuracy": 0.1 * n + seed}}]}))
+    data = collect(tmp_path, "sampling.n_samples", "accuracy")
+    assert list(data) == ["4", "6", "10"]
+    assert [list(seeds) for seeds in data.values()] == [[0, 1], [0], [0, 1]]
