@@ -77,29 +77,32 @@ def check_launch(train_cfg) -> None:
                           "(pip install deepspeed on the GPU machines)")
 
 
+def _num_processes(train_cfg, file: dict) -> int:
+    """``train.num_processes``, else the accelerate config file's ``num_processes``, else 1."""
+    return int(train_cfg.num_processes or file.get("num_processes") or 1)
+
+
 # FSDP's sharding strategies as the ZeRO stage that shards the same states (for the memory plan)
 _FSDP_STAGE = {"NO_SHARD": 0, "SHARD_GRAD_OP": 2, "FULL_SHARD": 3, "HYBRID_SHARD": 3, "_HYBRID_SHARD_ZERO2": 2,
                "1": 3, "2": 2, "3": 0, "4": 3, "5": 2}
 
 
 def accelerate_plan(train_cfg) -> tuple[int, int]:
-    """(processes, ZeRO stage) the train stage runs with: 1 process and stage 0 for ``launcher=local``;
-    under accelerate, ``train.num_processes`` else the config file's ``num_processes`` else 1 (what
-    :func:`launch_command` passes), and the stage of its DeepSpeed config (``deepspeed_config.zero_stage``,
-    or ``zero_optimization.stage`` of a ``deepspeed_config_file``) or of its FSDP sharding strategy."""
+    """(processes, ZeRO stage) the train stage runs with: 1 process and stage 0 for ``launcher=local``; under
+    accelerate, the processes :func:`launch_command` starts (:func:`_num_processes`), and the stage of its DeepSpeed
+    config (``deepspeed_config.zero_stage``, or ``zero_optimization.stage`` of a ``deepspeed_config_file``) or of
+    its FSDP sharding strategy."""
     if train_cfg.launcher != "accelerate":
         return 1, 0
     path = accelerate_config_path(train_cfg.accelerate_config)
     file = _read_yaml(path) if path else {}
-    n = int(train_cfg.num_processes or file.get("num_processes") or 1)
+    n = _num_processes(train_cfg, file)
     kind = file.get("distributed_type")
     if kind == "DEEPSPEED":
         ds = file.get("deepspeed_config") or {}
         stage = ds.get("zero_stage")
         if stage is None and ds.get("deepspeed_config_file"):
-            ds_path = Path(ds["deepspeed_config_file"]).expanduser()
-            if not ds_path.is_absolute():
-                ds_path = path.parent / ds_path
+            ds_path = Path(ds["deepspeed_config_file"]).expanduser()  # relative: to the cwd, as accelerate opens it
             try:
                 stage = json.loads(ds_path.read_text()).get("zero_optimization", {}).get("stage")
             except (OSError, ValueError) as e:
@@ -126,7 +129,7 @@ def launch_command(train_cfg, rd: RunDir, r: int, device: torch.device) -> tuple
     """The child's command line and environment."""
     path = accelerate_config_path(train_cfg.accelerate_config)
     file = _read_yaml(path) if path else {}
-    n = train_cfg.num_processes or file.get("num_processes") or 1
+    n = _num_processes(train_cfg, file)
     cmd = [sys.executable, "-m", "accelerate.commands.launch"]
     env = dict(os.environ)
     if path:

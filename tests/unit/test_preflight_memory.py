@@ -105,7 +105,7 @@ def test_accelerate_plan_reads_a_deepspeed_json_and_refuses_a_bad_stage(tmp_path
 
     (tmp_path / "ds.json").write_text(json.dumps({"zero_optimization": {"stage": 1}}))
     acc = tmp_path / "acc.yaml"
-    acc.write_text("distributed_type: DEEPSPEED\nnum_processes: 2\ndeepspeed_config:\n  deepspeed_config_file: ds.json\n")
+    acc.write_text(f"distributed_type: DEEPSPEED\nnum_processes: 2\ndeepspeed_config:\n  deepspeed_config_file: {tmp_path / 'ds.json'}\n")
     cfg = compose_config(["train.launcher=accelerate", f"train.accelerate_config={acc}"])
     assert accelerate_plan(cfg.train) == (2, 1)
     (tmp_path / "ds.json").write_text(json.dumps({"zero_optimization": {"stage": 4}}))
