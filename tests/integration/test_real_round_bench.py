@@ -2,24 +2,17 @@
 
 from __future__ import annotations
 
-import importlib.util
-import logging
 import sys
-from pathlib import Path
 
 import pytest
 
-from larpo.pipeline import run
-
-SCRIPT = Path(__file__).resolve().parents[2] / "benchmarks" / "real_round.py"
+from tests.helpers.runs import run_py
+from tests.helpers.scripts import load_script
 
 
 @pytest.fixture(scope="module")
 def bench():
-    spec = importlib.util.spec_from_file_location("real_round", SCRIPT)
-    mod = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(mod)
-    return mod
+    return load_script("real_round")
 
 
 def test_stage_times_are_the_pipelines_own(bench, tmp_path):
@@ -44,21 +37,11 @@ def test_gpu_estimate_by_hand(bench):
     assert bench.gpu_estimate("score", w, psi) == 0.0
 
 
-def test_reads_a_finished_run(bench, smoke_cfg, tmp_path, monkeypatch):
-    cfg = smoke_cfg("rounds=1", "sft.steps=0", "eval.pass_at_max=0", "threads=1")
-    Path(cfg.run_dir).mkdir(parents=True)
-    handler = logging.FileHandler(Path(cfg.run_dir) / "run.log")  # what run.py's Hydra job logging writes
-    pipeline_log = logging.getLogger("larpo.pipeline")
-    pipeline_log.addHandler(handler)
-    old_level = pipeline_log.level
-    pipeline_log.setLevel(logging.INFO)
-    try:
-        run(cfg)
-    finally:
-        pipeline_log.removeHandler(handler)
-        pipeline_log.setLevel(old_level)
-        handler.close()
-    monkeypatch.setattr(sys, "argv", ["real_round.py", "--runs", str(cfg.run_dir), "--out", str(tmp_path / "out")])
+def test_reads_a_finished_run(bench, tmp_path, monkeypatch):
+    run_dir = tmp_path / "run"  # run.py, so the run writes its run.log as a real one does
+    proc = run_py(tmp_path, "experiment=smoke", "rounds=1", "sft.steps=0", "eval.pass_at_max=0", f"run_dir={run_dir}")
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    monkeypatch.setattr(sys, "argv", ["real_round.py", "--runs", str(run_dir), "--out", str(tmp_path / "out")])
     bench.main()
     text = (tmp_path / "out" / "real_round.md").read_text()
     rows = {line.split("|")[1].strip(): line for line in text.splitlines() if line.startswith("| ")}
