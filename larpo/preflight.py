@@ -229,29 +229,11 @@ def plan(ctx: RunContext, n_params: int, longest_prompt: int, platform: str | No
     return "\n  ".join(["plan:", *lines])
 
 
-def check_judge_folder(cfg) -> None:
-    """A benchmark's judge that runs a local model folder (judge.pretrained) needs that folder now, not after
-    the answers are generated; the fetched real weights name the command that fetches them."""
-    from larpo.evals.bench import BENCHMARKS
-    from larpo.fetch import REGISTRY, default_dest
-
-    judge = cfg.get("judge")
-    if judge is None or not any(cfg.eval.get(n) for n in BENCHMARKS) or not judge.get("pretrained"):
-        return
-    try:
-        check_local(judge.pretrained, "judge.pretrained")
-    except Exception as e:  # noqa: BLE001  (CheckpointError: the message names the path)
-        fetch = [name for name, spec in REGISTRY.items() if str(default_dest(spec)) == str(judge.pretrained)]
-        hint = f"; fetch it with `make real-model` (python -m larpo.fetch {fetch[0]})" if fetch else ""
-        raise PipelineError(f"{e}{hint}") from None
-
-
 def check_extras(cfg) -> None:
-    """A feature whose optional extra is missing is refused at start-up, naming the extra to install (and a
-    benchmark judge's local model folder is checked: :func:`check_judge_folder`)."""
+    """A feature whose optional extra is missing is refused at start-up, naming the extra to install. (A
+    benchmark judge's model folder is checked with the benchmarks: :func:`check_evaluation`.)"""
     from larpo.evals.alpacaeval import alpaca_eval_problem
 
-    check_judge_folder(cfg)
     e = cfg.eval
     wants = [what for what, on in (("eval.alpaca_style=true", e.held_out and e.alpaca_style is True),
                                    ("eval=[...,alpacaeval2]", bool(e.get("alpacaeval2"))),

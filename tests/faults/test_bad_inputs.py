@@ -3,6 +3,7 @@ and a check that nothing in the run directory changed."""
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import re
 import shutil
@@ -12,6 +13,7 @@ from pathlib import Path
 import pytest
 
 from larpo.artifacts import RunDir
+from larpo.errors import CheckpointError
 from larpo.pipeline import run
 from tests.helpers.faults import fault_cfg, raw_digest
 
@@ -57,6 +59,28 @@ def test_bad_option_is_refused_before_anything_is_written(overrides, tmp_path):
         run(fault_cfg(run_dir, *overrides.split()))
     expected = re.escape(BAD_OPTIONS[overrides]).replace(r"\{n\}", r"\d+").replace(r"\{t\}", r"\d+")
     assert re.fullmatch(expected, str(info.value)), str(info.value)
+    assert not run_dir.exists()
+
+
+@pytest.fixture
+def unfetched(tmp_path, monkeypatch) -> Path:
+    """The folder of a fetchable model (a REGISTRY entry, as smollm2 is) that has not been fetched."""
+    from larpo import fetch
+
+    folder = tmp_path / "models" / "tiny-chat"
+    monkeypatch.setitem(fetch.REGISTRY, "tiny-chat", dataclasses.replace(fetch.REGISTRY["smollm2"], dest=str(folder)))
+    return folder
+
+
+@pytest.mark.parametrize(("key", "extra"), [("model.pretrained", []),
+                                            ("judge.pretrained", ["eval=[task,alpacaeval2]", "judge=hf_local"])],
+                         ids=["policy", "benchmark judge"])
+def test_an_unfetched_model_folder_names_the_command_that_fetches_it(key, extra, unfetched, tmp_path):
+    run_dir = tmp_path / "run"
+    with pytest.raises(CheckpointError) as info:
+        run(fault_cfg(run_dir, *extra, f"{key}={unfetched}"))
+    assert str(info.value) == (f"{key}: no such file or folder: {unfetched}; fetch it with `make real-model` "
+                               "(python -m larpo.fetch tiny-chat)")
     assert not run_dir.exists()
 
 
