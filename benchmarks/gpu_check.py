@@ -82,7 +82,7 @@ def measure_hf(path: Path, args) -> dict:
     tok = load_tokenizer(path)
     model = load_model(path, torch.bfloat16 if cuda else torch.float32, torch.device("cuda" if cuda else "cpu"))
     ps = prompts(args.prompts)
-    sample(model, tok, ps[:2], n=1, max_new_tokens=4)  # warm-up
+    sample(model, tok, ps[:2], n=1, temperature=1.0, max_new_tokens=4)  # warm-up
     batch = max(1, min(len(ps), 64 if cuda else 4))
     t0 = time.perf_counter()
     tokens = 0
@@ -104,7 +104,7 @@ def measure_vllm(path: Path, args) -> dict:
                         model_dtype="float32")
     startup = time.perf_counter() - t0
     ps = prompts(args.prompts)
-    policy.sample_texts(ps[:2], n=1, max_new_tokens=4)  # warm-up
+    policy.sample_texts(ps[:2], n=1, temperature=1.0, max_new_tokens=4)  # warm-up
     t0 = time.perf_counter()
     texts, _ = policy.sample_texts(ps, n=args.n, temperature=1.0, max_new_tokens=args.new_tokens, seed=0)
     wall = time.perf_counter() - t0

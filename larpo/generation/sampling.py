@@ -48,15 +48,20 @@ def sample(
     model,
     tokenizer,
     prompts: Sequence[str],
-    n: int = 1,
-    temperature: float = 1.0,
+    *,
+    n: int,
+    temperature: float,
+    max_new_tokens: int,
     top_p: float = 1.0,
-    max_new_tokens: int = 16,
     seed: int = 0,
     max_prompt_tokens: int | None = None,
     system: str | None = None,
 ) -> tuple[list[list[str]], list[list[bool]]]:
     """``n`` responses per prompt with HF ``generate``; temperature 0 means greedy.
+
+    ``n``, ``temperature`` and ``max_new_tokens`` have no defaults here: their defaults are the config
+    schema's (``sampling.*``, ``eval.*``), and every caller says which it uses. ``top_p=1`` and ``seed=0``
+    are the identity (no nucleus cut) and a fixed stream.
 
     ``max_prompt_tokens``: keep only the last that many prompt tokens (benchmarks on a small model).
     ``system``: a system message before each prompt (a benchmark harness's, e.g. MixEval's).
@@ -64,8 +69,8 @@ def sample(
     """
     other = getattr(model, "sample_texts", None)
     if other is not None:  # another backend (larpo.generation.vllm_backend.VLLMPolicy): same contract
-        return other(prompts, n=n, temperature=temperature, top_p=top_p, max_new_tokens=max_new_tokens, seed=seed,
-                     max_prompt_tokens=max_prompt_tokens, **({"system": system} if system is not None else {}))
+        return other(prompts, n=n, temperature=temperature, max_new_tokens=max_new_tokens, top_p=top_p, seed=seed,
+                     max_prompt_tokens=max_prompt_tokens, system=system)
     device = next(model.parameters()).device
     ids = prompt_ids(tokenizer, list(prompts), system)
     if max_prompt_tokens is not None:

@@ -249,8 +249,8 @@ class VLLMPolicy:
         if core is not None and hasattr(core, "shutdown"):
             core.shutdown()
 
-    def sample_texts(self, prompts: Sequence[str], n: int = 1, temperature: float = 1.0, top_p: float = 1.0,
-                     max_new_tokens: int = 16, seed: int = 0, max_prompt_tokens: int | None = None,
+    def sample_texts(self, prompts: Sequence[str], *, n: int, temperature: float, max_new_tokens: int,
+                     top_p: float = 1.0, seed: int = 0, max_prompt_tokens: int | None = None,
                      system: str | None = None) -> tuple[list[list[str]], list[list[bool]]]:
         """Same contract as :func:`larpo.generation.sampling.sample`: responses [P][n], finished [P][n]."""
         from larpo.model import prompt_ids

@@ -60,12 +60,13 @@ class ServedPolicy:
                                       f"{self.log_path}:\n{log_tail(self.log_path)}")
         return json.loads(line)
 
-    def sample_texts(self, prompts: Sequence[str], n: int = 1, temperature: float = 1.0, top_p: float = 1.0,
-                     max_new_tokens: int = 16, seed: int = 0, max_prompt_tokens: int | None = None
-                     ) -> tuple[list[list[str]], list[list[bool]]]:
-        """Same contract as :func:`larpo.generation.sampling.sample`: responses [P][n], finished [P][n]."""
-        call = {"prompts": list(prompts), "n": n, "temperature": temperature, "top_p": top_p,
-                "max_new_tokens": max_new_tokens, "seed": seed, "max_prompt_tokens": max_prompt_tokens}
+    def sample_texts(self, prompts: Sequence[str], *, n: int, temperature: float, max_new_tokens: int,
+                     top_p: float = 1.0, seed: int = 0, max_prompt_tokens: int | None = None,
+                     system: str | None = None) -> tuple[list[list[str]], list[list[bool]]]:
+        """Same contract as :func:`larpo.generation.sampling.sample`: responses [P][n], finished [P][n]. A
+        benchmark's system message (MixEval's) goes to the child with the prompts."""
+        call = {"prompts": list(prompts), "n": n, "temperature": temperature, "max_new_tokens": max_new_tokens,
+                "top_p": top_p, "seed": seed, "max_prompt_tokens": max_prompt_tokens, "system": system}
         self._requests.write(json.dumps(call) + "\n")
         self._requests.flush()
         reply = self._read(CALL_TIMEOUT_S, f"sampling {len(call['prompts'])} prompts")

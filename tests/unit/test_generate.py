@@ -249,3 +249,44 @@ def test_the_plan_counts_candidates_per_prompt_samples_extras_and_ladder():
     assert SamplingPlan.of(OmegaConf.merge(SAMPLING, {"extra_negatives": 2, "negatives": "easy",
                                                             "negatives_n": 2})).candidates == 7
     assert SamplingPlan.of(OmegaConf.merge(SAMPLING, {"negatives": "none"})).candidates == 3
+
+
+def test_every_policy_backend_takes_the_keywords_sample_passes():
+    """``sample`` hands its keywords to a backend's ``sample_texts`` (vLLM in-process, or the vLLM evaluation
+    child through ServedPolicy, which forwards them to VLLMPolicy): each takes exactly the same ones, with the
+    same defaults. ServedPolicy once lacked ``system``, so MixEval (a system message) failed under
+    ``sampling.backend=vllm``."""
+    import inspect
+
+    from larpo.generation.vllm_backend import VLLMPolicy
+    from larpo.generation.vllm_server import ServedPolicy
+
+    def keywords(fn, skip):
+        return [(p.name, p.kind, p.default) for p in inspect.signature(fn).parameters.values() if p.name not in skip]
+
+    expected = keywords(sample, {"model", "tokenizer"})
+    assert [name for name, _, _ in expected][:4] == ["prompts", "n", "temperature", "max_new_tokens"]
+    for backend in (VLLMPolicy.sample_texts, ServedPolicy.sample_texts):
+        assert keywords(backend, {"self"}) == expected, backend.__qualname__
+
+
+def test_the_served_policy_sends_every_keyword_to_its_child(tmp_path):
+    """What ServedPolicy writes to the vLLM child is the call itself (the child runs VLLMPolicy.sample_texts(**it)),
+    a benchmark's system message included; the child's reply comes back as (responses, finished)."""
+    import json
+    import os
+
+    from larpo.generation.vllm_server import ServedPolicy
+
+    req_r, req_w = os.pipe()
+    rep_r, rep_w = os.pipe()
+    with os.fdopen(req_r) as sent, os.fdopen(req_w, "w") as requests, os.fdopen(rep_r) as replies:
+        with os.fdopen(rep_w, "w") as child:
+            child.write(json.dumps({"responses": [["4"]], "finished": [[True]]}) + "\n")
+        served = ServedPolicy(None, requests, replies, tmp_path / "eval_vllm.log", config=None)
+        got = sample(served, None, ["2+2="], n=1, temperature=0.0, max_new_tokens=8, max_prompt_tokens=100,
+                     system="You are a helpful assistant.")
+        call = json.loads(sent.readline())
+    assert got == ([["4"]], [[True]])
+    assert call == {"prompts": ["2+2="], "n": 1, "temperature": 0.0, "max_new_tokens": 8, "top_p": 1.0, "seed": 0,
+                    "max_prompt_tokens": 100, "system": "You are a helpful assistant."}

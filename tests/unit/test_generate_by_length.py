@@ -98,6 +98,6 @@ def test_sampling_uses_the_kv_cache_even_if_the_checkpoint_says_otherwise():
         return forward(*args, **kwargs)
 
     model.forward = recording
-    sample(model, tok, ["1+2="], n=2, max_new_tokens=4, seed=0)
+    sample(model, tok, ["1+2="], n=2, temperature=1.0, max_new_tokens=4, seed=0)
     # With the cache, every step after the prompt feeds one new token; without it, the whole sequence.
     assert len(seen) >= 2 and all(use for use, _ in seen) and all(width == 1 for _, width in seen[1:])
