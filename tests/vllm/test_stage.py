@@ -24,6 +24,7 @@ VLLM = ["rounds=1", "sampling.backend=vllm", "sampling.vllm.enforce_eager=true",
         "sampling.prompts_per_round=128", "sampling.batch_size=4", "eval.n_prompts=32", "eval.pass_at_max=0",
         "eval.alpaca_style=false", "threads=1"]
 N_BATCHES = 32
+EVAL_FIXTURES = ROOT / "tests" / "fixtures" / "evals"
 WAIT = 300  # s: the most a step may take on a busy 2-core machine (engine start-up ~30 s when quiet)
 
 
@@ -106,12 +107,15 @@ def test_kills_of_the_pipeline_and_of_its_engine_resume_to_identical_generations
 
 
 def test_the_evaluate_stage_on_vllm_gives_hf_s_greedy_answers(tmp_path):
-    """Round 0 evaluated by a vLLM child (float32) and by HF: the same greedy answers, hence the same accuracy."""
+    """Round 0 evaluated by a vLLM child (float32) and by HF: the same greedy answers, hence the same accuracy;
+    MixEval-Hard's answers too (they come after its system message, which the child once refused)."""
+    mixeval = ["eval=[task,mixeval_hard]", "judge=reward", f"eval.mixeval_hard.source={EVAL_FIXTURES / 'mixeval-hard'}",
+               "eval.benchmark_max_new_tokens=8"]
     runs = {}
     for backend in ("vllm", "hf"):
         run_dir = tmp_path / backend
         rc, out = finish(start(run_dir, "rounds=0", f"sampling.backend={backend}", "eval.n_prompts=128",
-                               "eval.pass_at_max=2", "eval.pass_prompts=16"))
+                               "eval.pass_at_max=2", "eval.pass_prompts=16", *mixeval))
         assert rc == 0, out[-3000:]
         runs[backend] = run_dir
     assert (runs["vllm"] / "round_0" / "eval_vllm.log").exists()  # the answers really came from vLLM
@@ -121,6 +125,9 @@ def test_the_evaluate_stage_on_vllm_gives_hf_s_greedy_answers(tmp_path):
     ev, eh = (read_json(runs[b] / "round_0" / "eval.json") for b in ("vllm", "hf"))
     assert ev["accuracy"] == eh["accuracy"] and ev["length"] == eh["length"] and ev["finished"] == eh["finished"]
     assert {"pass@1", "pass@2"} <= set(ev)
+    vm, hm = (read_jsonl(runs[b] / "round_0" / "eval_mixeval_hard.jsonl") for b in ("vllm", "hf"))
+    assert len(vm) == 20 and [r["answer"] for r in vm] == [r["answer"] for r in hm]
+    assert ev["mixeval_hard/score"] == eh["mixeval_hard/score"]
 
 
 @pytest.mark.parametrize(("overrides", "message"), [
