@@ -26,6 +26,7 @@ redraws from the runs already there.
 from __future__ import annotations
 
 import json
+import logging
 import math
 import os
 import shlex
@@ -36,6 +37,7 @@ from collections import defaultdict
 from pathlib import Path
 from typing import Any
 
+logger = logging.getLogger("larpo.studies")
 REPO = Path(__file__).resolve().parents[1]
 EXPERIMENTS = REPO / "experiments"
 
@@ -126,7 +128,9 @@ def _series(rounds: list[dict], kind: str, metric: str) -> list[tuple[float, flo
 
 def collect_series(root: Path, factor: str, metric: str, kind: str = "rounds"
                    ) -> dict[str, dict[int, list[tuple[float, float]]]]:
-    """{factor value: {seed: [(x, y), ...]}}: each finished run's curve (see :func:`_series`)."""
+    """{factor value: {seed: [(x, y), ...]}}: each finished run's curve (see :func:`_series`). A run whose
+    last evaluated round is before its config's ``rounds`` is left out (with a warning): its last value is
+    not the final one the study compares."""
     out: dict[str, dict[int, list[tuple[float, float]]]] = defaultdict(dict)
     for manifest in sorted(root.rglob("manifest.json")):
         record = json.loads(manifest.read_text())
@@ -136,6 +140,11 @@ def collect_series(root: Path, factor: str, metric: str, kind: str = "rounds"
             continue
         rounds = sorted(json.loads(summary_path.read_text())["rounds"], key=lambda r: r["round"])
         if not rounds or metric not in rounds[-1]["eval"]:
+            continue
+        planned = config.get("rounds")
+        if planned is not None and rounds[-1]["round"] < planned:  # still running, or stopped: not its final value
+            logger.warning("%s: left out, evaluated up to round %d of %d (running, or stopped early)",
+                           manifest.parent, rounds[-1]["round"], planned)
             continue
         value = label(_get(config, factor), override_choice(manifest.parent, root, factor, record))
         out[value][int(config["seed"])] = [(float(x), y) for x, y in _series(rounds, kind, metric)]

@@ -207,3 +207,18 @@ def test_results_come_in_one_order_whatever_the_directories_are_called(tmp_path)
     data = collect(tmp_path, "sampling.n_samples", "accuracy")
     assert list(data) == ["4", "6", "10"]
     assert [list(seeds) for seeds in data.values()] == [[0, 1], [0], [0, 1]]
+
+
+def test_a_run_that_has_not_reached_its_last_round_is_left_out(tmp_path, caplog):
+    """A run still going (or stopped) has a summary with its rounds so far: its last value is not the final one, and
+    a study aggregated mid-sweep counted it as final (listmle at round 1 beside the others' round 3)."""
+    for seed, last in [(0, 3), (1, 1)]:
+        d = tmp_path / f"s{seed}"
+        d.mkdir()
+        (d / "manifest.json").write_text(json.dumps({"config": {"seed": seed, "rounds": 3, "loss": "x"}}))
+        rounds = [{"round": r, "eval": {"accuracy": 0.1 * r}} for r in range(last + 1)]
+        (d / "summary.json").write_text(json.dumps({"rounds": rounds}))
+    with caplog.at_level("WARNING", logger="larpo.studies"):
+        data = collect(tmp_path, "loss", "accuracy")
+    assert data == {"x": {0: pytest.approx(0.3)}}
+    assert f"{tmp_path / 's1'}: left out, evaluated up to round 1 of 3" in caplog.text
