@@ -256,7 +256,7 @@ def evaluation_pending(ctx: RunContext) -> bool:
     return any(not ctx.rd.is_done(r, "evaluate") or ctx.rd.missing(r, "evaluate") for r in range(cfg.rounds + 1))
 
 
-def check_evaluation(ctx: RunContext) -> None:
+def check_evaluation(ctx: RunContext, tokenizer=None) -> None:
     """The benchmarks' judge and data, checked at start-up when an evaluation is to run: an unreachable
     or failing judge, a missing data file, a judge that cannot judge open questions were found only
     after minutes of generation."""
@@ -268,7 +268,7 @@ def check_evaluation(ctx: RunContext) -> None:
     if not evaluation_pending(ctx):
         return
     try:
-        checked = check_benchmarks(ctx.cfg.eval, ctx.cfg.judge, ctx.reward)
+        checked = check_benchmarks(ctx.cfg.eval, ctx.cfg.judge, ctx.reward, tokenizer)
     except (JudgeError, MissingAPIKeyError):
         raise
     except InstantiationException as e:
@@ -293,5 +293,5 @@ def preflight(ctx: RunContext) -> None:
     n_params = count_parameters(model_cfg)
     if platform == "cpu":
         check_vllm_cpu(cfg, model_cfg, n_params, ctx.dtype)
-    check_evaluation(ctx)
+    check_evaluation(ctx, tok)
     logger.info(plan(ctx, n_params, longest, platform))

@@ -83,10 +83,14 @@ def _needs_judge(name: str, node: Any) -> bool:
     return name in ALPACA_BENCHMARKS or node.get("parser") == "model"
 
 
-def check_benchmarks(eval_cfg: Any, judge_cfg: Any, reward: Any) -> list[str]:
+def check_benchmarks(eval_cfg: Any, judge_cfg: Any, reward: Any, tokenizer: Any = None) -> list[str]:
     """Start-up checks of the configured benchmarks, before any work: the judge answers one small
-    request (or, offline, can judge at all: a task's verifier cannot judge open questions), and every
-    benchmark's data files are there. Returns the benchmarks checked."""
+    request (or, offline, can judge at all: a task's verifier cannot judge open questions), every
+    benchmark's data files are there, and the policy's chat template (``tokenizer``) takes a benchmark's
+    system message (MixEval's; Gemma's template refuses one). Returns the benchmarks checked."""
+    from larpo.errors import SystemMessageError
+    from larpo.model import render_prompt
+
     chosen = [name for name in BENCHMARKS if eval_cfg.get(name)]
     judge = None
     for name in chosen:
@@ -96,7 +100,15 @@ def check_benchmarks(eval_cfg: Any, judge_cfg: Any, reward: Any) -> list[str]:
             if judge is None:
                 raise ValueError(f"eval.{name} needs a judge and none is configured (judge=...)")
             judge.check()
-        instantiate(node, judge=judge if _needs_judge(name, node) else None).check()
+        bench = instantiate(node, judge=judge if _needs_judge(name, node) else None)
+        bench.check()
+        system = getattr(bench, "system_message", None)
+        if tokenizer is not None and system is not None:
+            try:
+                render_prompt(tokenizer, "?", system)
+            except SystemMessageError as e:
+                raise ValueError(f"eval.{name}: {e}; set eval.{name}.system_message=null (MixEval sends none to "
+                                 "such models)") from None
     return chosen
 
 

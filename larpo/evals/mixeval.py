@@ -381,13 +381,13 @@ class MixEval:
             load_judge_prompts(self.judge_prompts)
 
     def __call__(self, generate_fn: Callable[..., list[str]], generator_name: str | None = None) -> dict:
-        from larpo.errors import SystemMessageError
+        from larpo.errors import ConfigError, SystemMessageError
 
         items = load_mixeval(self.source, self.config)[: self.max_items]
         try:
             answers = list(generate_fn([build_prompt(it) for it in items], system=self.system_message))
         except SystemMessageError as e:
-            raise ValueError(f"{self.name}: {e}; MixEval sends no system message to such models: set "
+            raise ConfigError(f"{self.name}: {e}; MixEval sends no system message to such models: set "
                              f"eval.{self.name}.system_message=null") from None
         out = evaluate_mixeval(items, answers, self.parser, self.judge, self.seed, self.judge_retries,
                                self.judge_prompts, self.max_random_share)

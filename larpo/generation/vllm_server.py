@@ -7,7 +7,10 @@ the Pass@N samples, the benchmarks' answers — one JSON line per call over a pa
 parent holds a :class:`ServedPolicy`, which :func:`larpo.generation.sampling.sample` dispatches
 to like any other backend, so every caller of ``sample`` is unchanged. Requests are the ones
 :class:`~larpo.generation.vllm_backend.VLLMPolicy` builds (our chat template's token ids,
-per-request seeds), so greedy answers equal HF's as in the generate stage (tests/vllm).
+per-request seeds), so greedy answers equal HF's as in the generate stage (tests/vllm). A request the
+checkpoint's chat template refuses (a system message to Gemma) is answered ``{"refused": why}`` and
+raised in the parent as :class:`~larpo.errors.SystemMessageError`, as HF's path raises it; the engine
+goes on.
 
 The child is supervised (larpo/processes.py): started in its own session, stopped as a group when
 the stage ends in any way; the parent reads its replies with a bounded wait, and a child that
@@ -70,6 +73,10 @@ class ServedPolicy:
         self._requests.write(json.dumps(call) + "\n")
         self._requests.flush()
         reply = self._read(CALL_TIMEOUT_S, f"sampling {len(call['prompts'])} prompts")
+        if "refused" in reply:  # the checkpoint's chat template refuses the system message: as HF would say
+            from larpo.errors import SystemMessageError
+
+            raise SystemMessageError(reply["refused"])
         return reply["responses"], reply["finished"]
 
 
@@ -118,6 +125,7 @@ def serve_main(job_path: str, req_fd: int, rep_fd: int) -> None:
     for fd in (req_fd, rep_fd):  # vLLM's own processes must not hold our pipes (EOF must mean "gone")
         os.set_inheritable(fd, False)
     job = ServeJob(**json.loads(Path(job_path).read_text()))
+    from larpo.errors import SystemMessageError
     from larpo.generation.vllm_backend import VLLMPolicy
     from larpo.model import load_tokenizer
 
@@ -129,8 +137,12 @@ def serve_main(job_path: str, req_fd: int, rep_fd: int) -> None:
             replies.write(json.dumps({"ready": True}) + "\n")
             replies.flush()
             for line in requests:
-                texts, finished = policy.sample_texts(**json.loads(line))
-                replies.write(json.dumps({"responses": texts, "finished": finished}) + "\n")
+                try:
+                    texts, finished = policy.sample_texts(**json.loads(line))
+                    reply = {"responses": texts, "finished": finished}
+                except SystemMessageError as e:  # the request's fault, not the engine's: the caller handles it
+                    reply = {"refused": str(e)}
+                replies.write(json.dumps(reply) + "\n")
                 replies.flush()
     finally:
         policy.close()

@@ -35,3 +35,17 @@ def naive_logp(model, tok, prompt: str, response: str, finished: bool) -> float:
     r = tok(response, add_special_tokens=False)["input_ids"] + ([tok.eos_token_id] if finished else [])
     logp = torch.log_softmax(model(input_ids=torch.tensor([p + r])).logits[0].double(), -1)
     return float(sum(logp[len(p) - 1 + t, i] for t, i in enumerate(r)))
+
+
+def no_system_tokenizer(folder):
+    """The embedded tokenizer saved into ``folder`` with a chat template that refuses a system role, as Gemma's
+    does; returns ``folder``."""
+    from transformers import AutoTokenizer
+
+    from larpo.model import EMBEDDED_TOKENIZER
+
+    tok = AutoTokenizer.from_pretrained(str(EMBEDDED_TOKENIZER))
+    tok.chat_template = ("{% if messages[0]['role'] == 'system' %}{{ raise_exception('System role not supported') }}"
+                         "{% endif %}" + tok.chat_template)
+    tok.save_pretrained(folder)
+    return folder

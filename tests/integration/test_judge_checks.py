@@ -4,6 +4,7 @@ minutes of generation). A refused command writes nothing: not even the manifest.
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 
 import pytest
@@ -12,6 +13,7 @@ from larpo.errors import JudgeError, PipelineError
 from larpo.pipeline import run
 from tests.helpers.config import compose_config
 from tests.helpers.judges import STALL, ChatServer, chat_response
+from tests.helpers.tiny import no_system_tokenizer
 
 FIX = Path(__file__).resolve().parents[1] / "fixtures" / "evals"
 FAST = ["experiment=smoke", "rounds=0", "sft.steps=0", "eval.pass_at_max=0", "threads=1"]
@@ -32,6 +34,21 @@ def refused_before_any_work(tmp_path: Path, *overrides: str) -> Exception:
         run(compose_config([*FAST, f"run_dir={run_dir}", *overrides]))
     assert not run_dir.exists(), sorted(p.name for p in run_dir.iterdir())  # no manifest, no round_0
     return err.value
+
+
+def test_a_system_message_the_policy_s_template_refuses_is_refused_at_start_up(tmp_path):
+    """MixEval sends a system message; a policy whose chat template refuses one (Gemma's) failed with a traceback
+    after round 0's held-out evaluation. (On vLLM too: tests/vllm/test_stage.py.)"""
+    err = refused_before_any_work(tmp_path, "eval=[task,mixeval_hard]", f"eval.mixeval_hard.source={FIX / 'mixeval-hard'}",
+                                  f"model.tokenizer={no_system_tokenizer(tmp_path / 'no-system')}")
+    assert isinstance(err, PipelineError)
+    assert str(err) == ("benchmarks: eval.mixeval_hard: the model's chat template refuses a system message (System role "
+                        "not supported); set eval.mixeval_hard.system_message=null (MixEval sends none to such models)")
+    run_dir = tmp_path / "run"  # with the option it names set, the run goes through
+    run(compose_config([*FAST, f"run_dir={run_dir}", "eval=[task,mixeval_hard]", "eval.benchmark_max_new_tokens=4",
+                        f"eval.mixeval_hard.source={FIX / 'mixeval-hard'}", f"model.tokenizer={tmp_path / 'no-system'}",
+                        "eval.mixeval_hard.system_message=null"]))
+    assert "mixeval_hard/score" in json.loads((run_dir / "round_0" / "eval.json").read_text())
 
 
 @pytest.mark.parametrize("reply", ["HTTP 500", "stalled", "empty verdict"])

@@ -290,3 +290,23 @@ def test_the_served_policy_sends_every_keyword_to_its_child(tmp_path):
     assert got == ([["4"]], [[True]])
     assert call == {"prompts": ["2+2="], "n": 1, "temperature": 0.0, "max_new_tokens": 8, "top_p": 1.0, "seed": 0,
                     "max_prompt_tokens": 100, "system": "You are a helpful assistant."}
+
+
+def test_a_system_message_the_childs_template_refuses_is_raised_as_on_hf(tmp_path):
+    """The child answers a request its chat template refuses with ``{"refused": why}`` (a Gemma template and
+    MixEval's system message); the parent raises SystemMessageError, which MixEval turns into the option to
+    set, as it does on HF, instead of reporting a dead engine."""
+    import json
+    import os
+
+    from larpo.errors import SystemMessageError
+    from larpo.generation.vllm_server import ServedPolicy
+
+    req_r, req_w = os.pipe()
+    rep_r, rep_w = os.pipe()
+    with os.fdopen(req_r) as _, os.fdopen(req_w, "w") as requests, os.fdopen(rep_r) as replies:
+        with os.fdopen(rep_w, "w") as child:
+            child.write(json.dumps({"refused": "the model's chat template refuses a system message (no)"}) + "\n")
+        served = ServedPolicy(None, requests, replies, tmp_path / "eval_vllm.log", config=None)
+        with pytest.raises(SystemMessageError, match=r"refuses a system message \(no\)"):
+            sample(served, None, ["2+2="], n=1, temperature=0.0, max_new_tokens=8, system="Be brief.")

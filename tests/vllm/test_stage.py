@@ -16,6 +16,7 @@ from pathlib import Path
 import pytest
 
 from larpo.artifacts import RunDir, read_json, read_jsonl
+from tests.helpers.tiny import no_system_tokenizer
 from tests.vllm.conftest import ROOT, children_running, kill_all, session_processes
 
 # 128 prompts in 32 batches of 4: the engine needs several seconds for them, so a kill after the first
@@ -128,6 +129,44 @@ def test_the_evaluate_stage_on_vllm_gives_hf_s_greedy_answers(tmp_path):
     vm, hm = (read_jsonl(runs[b] / "round_0" / "eval_mixeval_hard.jsonl") for b in ("vllm", "hf"))
     assert len(vm) == 20 and [r["answer"] for r in vm] == [r["answer"] for r in hm]
     assert ev["mixeval_hard/score"] == eh["mixeval_hard/score"]
+
+
+def test_a_system_message_the_template_refuses_is_refused_at_start_up(tmp_path):
+    """MixEval's system message and a policy whose template refuses one: refused before any work, naming the
+    option to set, on either backend (it was a traceback after round 0's held-out evaluation)."""
+    mixeval = ["eval=[task,mixeval_hard]", "judge=reward", f"eval.mixeval_hard.source={EVAL_FIXTURES / 'mixeval-hard'}",
+               f"model.tokenizer={no_system_tokenizer(tmp_path / 'no-system')}"]
+    for backend in ("vllm", "hf"):
+        rc, out = finish(start(tmp_path / backend, "rounds=0", f"sampling.backend={backend}", *mixeval,
+                               hydra_dir=tmp_path / f"hydra-{backend}"))
+        assert rc != 0 and "Traceback" not in out, out[-3000:]
+        assert ("eval.mixeval_hard: the model's chat template refuses a system message (System role not supported); "
+                "set eval.mixeval_hard.system_message=null") in out, out[-3000:]
+        assert not (tmp_path / backend).exists()
+
+
+def test_the_evaluation_child_refuses_such_a_request_and_goes_on(tmp_path):
+    """Past start-up (a checkpoint whose template differs from the policy's), the vLLM evaluation child answers
+    the refused request with the reason, raised in the parent as SystemMessageError (MixEval names the option
+    then), and answers the next request."""
+    import shutil
+
+    from larpo.errors import SystemMessageError
+    from larpo.generation.sampling import sample
+    from larpo.generation.vllm_server import served_policy
+    from tests.helpers.config import compose_config
+    from tests.vllm.conftest import ENGINE, ROUND0
+
+    checkpoint = tmp_path / "checkpoint"
+    shutil.copytree(ROUND0, checkpoint)
+    no_system_tokenizer(checkpoint)
+    options = compose_config(["run_dir=x", *(f"sampling.vllm.{k}={v}" for k, v in ENGINE.items())]).sampling.vllm
+    with served_policy(checkpoint, options, tmp_path / "eval_vllm.log", trust_remote_code=False,
+                       model_dtype="float32") as served:
+        with pytest.raises(SystemMessageError, match=r"refuses a system message \(System role not supported\)"):
+            sample(served, None, ["12+7="], n=1, temperature=0.0, max_new_tokens=4, system="Be brief.")
+        texts, finished = sample(served, None, ["12+7="], n=1, temperature=0.0, max_new_tokens=4)
+    assert len(texts) == 1 and len(texts[0]) == 1 and len(finished[0]) == 1
 
 
 @pytest.mark.parametrize(("overrides", "message"), [
